@@ -1,0 +1,39 @@
+"""Shared pytest fixtures: the real KITTI sample frames and a temporary KITTI root built from them.
+
+The samples live outside the repository, in ``<repo>/../shared/data/kitti_samples`` (13 real frames); tests
+never write into that directory. When it is absent the tests that need it are skipped with the reason.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+KITTI_SAMPLES = (REPO_ROOT.parent / 'shared' / 'data' / 'kitti_samples').resolve()
+
+# numba caches compiled kernels next to the source by default; point it at a writable tmp dir instead
+# (only when the user has not chosen one).
+if 'NUMBA_CACHE_DIR' not in os.environ:
+    os.environ['NUMBA_CACHE_DIR'] = tempfile.mkdtemp(prefix='pcdet_numba_cache_')
+
+
+@pytest.fixture(scope='session')
+def kitti_samples_dir():
+    """Read-only real KITTI samples: ``training/{velodyne,calib,label_2,image_2,planes}``, ``ImageSets``."""
+    if not (KITTI_SAMPLES / 'training' / 'calib').is_dir():
+        pytest.skip(f'KITTI sample frames not found at {KITTI_SAMPLES} (expected <repo>/../shared/data/kitti_samples)')
+    return KITTI_SAMPLES
+
+
+@pytest.fixture
+def tmp_kitti_root(tmp_path, kitti_samples_dir):
+    """A writable KITTI root in a tmp dir: ``training/`` and ``ImageSets/`` are symlinks to the samples.
+
+    Infos, GT databases etc. can be written next to them without touching the shared samples.
+    """
+    root = tmp_path / 'kitti'
+    root.mkdir()
+    for name in ('training', 'ImageSets'):
+        (root / name).symlink_to(kitti_samples_dir / name, target_is_directory=True)
+    return root

@@ -1,0 +1,190 @@
+"""The distillation benchmark on the synthetic set, in the paper's table layout (Tables 1-3 of PointDistiller).
+
+Stages, each resumable (a finished training or evaluation is reused when rerun):
+  teachers (PointPillars, SECOND) -> students (4x/16x PointPillars, 4x SECOND) x methods (plain, PointDistiller,
+  FitNet, logit KD, FG mimic; the baselines on 4x PointPillars) x seeds -> evaluation -> results.
+
+Writes ``<out>/benchmark_results.json`` (every run's AP dict), ``<out>/BENCHMARK.md`` (mean +- std over seeds per
+cell), ``<out>/map_vs_params.png`` and ``<out>/bev_examples.png``.
+
+    python tools/benchmark_distill.py --seeds 0 1 2 --out output/benchmark
+    python tools/benchmark_distill.py --quick            # one seed, short schedules, 4x PointPillars only
+"""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG_DIR = ROOT / 'tools' / 'cfgs' / 'kitti_synth_models'
+sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
+
+TEACHERS = {'PointPillars': 'pointpillar.yaml', 'SECOND': 'second.yaml'}
+# student label -> (teacher, plain cfg, {method: distillation cfg})
+STUDENTS = {
+    'PointPillars 4x': ('PointPillars', 'pointpillar_4x.yaml', {
+        'PointDistiller': 'pointpillar_4x_pointdistiller.yaml',
+        'FitNet': 'pointpillar_4x_fitnet.yaml',
+        'logit KD': 'pointpillar_4x_logit_kd.yaml',
+        'FG mimic': 'pointpillar_4x_fg_mimic.yaml'}),
+    'PointPillars 16x': ('PointPillars', 'pointpillar_16x.yaml', {
+        'PointDistiller': 'pointpillar_16x_pointdistiller.yaml'}),
+    'SECOND 4x': ('SECOND', 'second_4x.yaml', {'PointDistiller': 'second_4x_pointdistiller.yaml'}),
+}
+METHOD_ORDER = ['plain', 'PointDistiller', 'FitNet', 'logit KD', 'FG mimic']
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    p.add_argument('--students', nargs='+', default=list(STUDENTS), choices=list(STUDENTS))
+    p.add_argument('--teacher_epochs', type=int, default=20)
+    p.add_argument('--student_epochs', type=int, default=16)
+    p.add_argument('--num_train', type=int, default=1000)
+    p.add_argument('--num_val', type=int, default=300)
+    p.add_argument('--data_path', default=str(ROOT / 'data' / 'kitti_synth_bench'))
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--out', default=str(ROOT / 'output' / 'benchmark'))
+    p.add_argument('--quick', action='store_true', help='one seed, 4x PointPillars only, short schedules')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.students = args.seeds[:1], ['PointPillars 4x']
+        args.teacher_epochs, args.student_epochs = 10, 8
+        args.num_train, args.num_val = 480, 120
+    return args
+
+
+def train(cfg_name, epochs, seed, data_path, workers, teacher_ckpt=None):
+    from quickstart import ensure_trained
+    return ensure_trained(cfg_name, epochs, None, data_path, f'bench_seed{seed}', workers, teacher_ckpt, seed)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = Path(args.data_path)
+    results_file = out / 'benchmark_results.json'
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+
+    from quickstart import ensure_dataset
+    from report_utils import evaluate_checkpoint
+    ensure_dataset(data_path, dict(num_train=args.num_train, num_val=args.num_val), 0, args.workers)
+
+    def record(key, cfg_eval, ckpt):
+        if key not in results:
+            t0 = time.time()
+            results[key] = evaluate_checkpoint(CFG_DIR / cfg_eval, ckpt, data_path, workers=args.workers)
+            results[key]['eval_s'] = time.time() - t0
+            results_file.write_text(json.dumps(results, indent=1))  # after every run: resumable
+        return results[key]
+
+    needed_teachers = {STUDENTS[s][0] for s in args.students}
+    for seed in args.seeds:
+        teacher_ckpts = {}
+        for tname in sorted(needed_teachers):
+            cfg_t = TEACHERS[tname]
+            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers)
+            record(f'{tname} teacher|teacher|{seed}', cfg_t, teacher_ckpts[tname])
+        for sname in args.students:
+            tname, plain_cfg, methods = STUDENTS[sname]
+            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers)
+            record(f'{sname}|plain|{seed}', plain_cfg, ckpt)
+            for method, kd_cfg in methods.items():
+                ckpt = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, teacher_ckpts[tname])
+                record(f'{sname}|{method}|{seed}', plain_cfg, ckpt)
+
+    write_report(results, out)
+    if 'PointPillars 4x' in args.students:
+        seed = args.seeds[0]
+        ckpts = [('teacher', TEACHERS['PointPillars'], train(TEACHERS['PointPillars'], args.teacher_epochs, seed,
+                                                               data_path, args.workers)),
+                 ('4x plain', 'pointpillar_4x.yaml', train('pointpillar_4x.yaml', args.student_epochs, seed,
+                                                           data_path, args.workers)),
+                 ('4x + PointDistiller', 'pointpillar_4x.yaml',
+                  train('pointpillar_4x_pointdistiller.yaml', args.student_epochs, seed, data_path, args.workers))]
+        bev_examples(ckpts, data_path, out / 'bev_examples.png')
+    print((out / 'BENCHMARK.md').read_text())
+
+
+def bev_examples(ckpts, data_path, png, frames=(0, 1, 2)):
+    """One row per validation frame, one panel per model: points, GT (green) and predictions (red)."""
+    from visualize_bev import predict, render
+    panels = []
+    for index in frames:
+        for label, cfg_name, ckpt in ckpts:
+            pts, gt, boxes, pcr, fid = predict(CFG_DIR / cfg_name, ckpt, index, data_path)
+            panels.append(dict(points=pts, pc_range=pcr, gt_boxes=gt, pred_boxes=boxes, title=f'{fid}: {label}'))
+    render(panels, png, ncols=len(ckpts))
+
+
+def aggregate(results):
+    """{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}."""
+    groups = {}
+    for key, r in results.items():
+        model, method, _ = key.split('|')
+        groups.setdefault((model, method), []).append(r)
+    agg = {}
+    for k, runs in groups.items():
+        a = dict(n=len(runs), params=runs[0]['params'], gflops=runs[0]['gflops'],
+                 latency_s=float(np.mean([r['latency_s'] for r in runs])))
+        for m in ('map_3d', 'map_bev'):
+            v = np.array([r[m] for r in runs])
+            a[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+        for apk in runs[0]['ap']:
+            v = np.array([r['ap'][apk] for r in runs])
+            a[apk] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+        agg[k] = a
+    return agg
+
+
+def write_report(results, out):
+    from report_utils import CLASSES, LEVELS
+    agg = aggregate(results)
+    order = sorted(agg, key=lambda k: (k[0].split()[0], 'teacher' not in k[0], k[0],
+                                       METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else -1))
+    lines = ['# Distillation benchmark (synthetic KITTI-format set, KITTI val metric AP R40)', '',
+             'mean +- std over seeds; mAP = mean of the Car/Pedestrian/Cyclist moderate APs (the paper\'s mAP).', '',
+             '| model | KD | seeds | params (M) | GFLOPs | mAP 3D | mAP BEV |', '|---|---|---:|---:|---:|---:|---:|']
+    for k in order:
+        a = agg[k]
+        lines.append(f'| {k[0]} | {k[1]} | {a["n"]} | {a["params"] / 1e6:.2f} | {a["gflops"]:.1f} | '
+                     f'{a["map_3d"][0]:.2f} +- {a["map_3d"][1]:.2f} | {a["map_bev"][0]:.2f} +- {a["map_bev"][1]:.2f} |')
+    for metric, title in (('bev', 'Table 1 layout: BEV AP R40'), ('3d', 'Table 2 layout: 3D AP R40')):
+        lines += ['', f'## {title} (easy/moderate/hard, means)', '',
+                  '| model | KD | ' + ' | '.join(CLASSES) + ' | mAP |', '|---|---|' + '---|' * (len(CLASSES) + 1)]
+        for k in order:
+            a = agg[k]
+            cells = ['/'.join(f'{a.get(f"{c}_{metric}/{lv}_R40", (float("nan"),))[0]:.1f}' for lv in LEVELS)
+                     for c in CLASSES]
+            lines.append(f'| {k[0]} | {k[1]} | ' + ' | '.join(cells) + f' | {a[f"map_{metric}"][0]:.1f} |')
+    (out / 'BENCHMARK.md').write_text('\n'.join(lines) + '\n')
+    plot_map_vs_params(agg, out / 'map_vs_params.png')
+
+
+def plot_map_vs_params(agg, png):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ('map_3d', 'map_bev')):
+        methods = sorted({m for _, m in agg}, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else -1)
+        for method in methods:
+            pts = sorted((a['params'] / 1e6, a[metric][0], a[metric][1]) for (_, m), a in agg.items() if m == method)
+            x, y, e = map(np.array, zip(*pts))
+            ax.errorbar(x, y, yerr=e, marker='o', capsize=3, label=method, linestyle='none' if len(x) == 1 else '-')
+        ax.set_xscale('log')
+        ax.set_xlabel('parameters (M)')
+        ax.set_ylabel(f'moderate mAP {metric[4:].upper()} (R40)')
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == '__main__':
+    main()

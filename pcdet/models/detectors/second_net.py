@@ -1,0 +1,9 @@
+"""SECOND (Yan et al., Sensors 2018): MeanVFE -> VoxelBackBone8x (spconv) -> HeightCompression -> BaseBEVBackbone
+-> AnchorHeadSingle."""
+from .detector3d_template import Detector3DTemplate
+
+
+class SECONDNet(Detector3DTemplate):
+    def __init__(self, model_cfg, num_class, dataset):
+        super().__init__(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
+        self.module_list = self.build_networks()

@@ -1,0 +1,161 @@
+"""Tiled exact k-nearest-neighbour kernel for CPU (numba, parallel over query blocks).
+
+Never materialises the N x M distance matrix: each parallel task owns a block of ``QUERY_BLOCK`` queries and
+walks the references in tiles of ``REF_TILE`` columns, so its scratch is ``QUERY_BLOCK x REF_TILE`` distances
+plus the ``QUERY_BLOCK x k`` result buffers.
+
+Exactness contract (shared with the CUDA kernel and ``knn_utils.knn_dense_reference``): the squared distance
+is accumulated channel by channel, ``d = 0; for c in 0..C-1: d = d + (q[c] - r[c]) * (q[c] - r[c])``, in the
+input dtype, each operation rounded separately (no fast-math reassociation, no fused multiply-add). Every
+implementation that follows this order produces bit-identical distances, hence identical neighbour lists.
+The channel loop is the outer loop and the reference loop the inner one, which lets the compiler vectorise
+across references without changing the per-distance summation order; that is why the references are passed
+transposed, ``(B, C, M)``.
+
+Ties: references are visited in increasing index order and a candidate enters the sorted buffer only if it is
+strictly closer than the current k-th, at the position after all entries with an equal distance, so the
+output is sorted by (distance, index).
+"""
+import numba
+import numpy as np
+
+QUERY_BLOCK = 64   # queries per parallel task (multiple of 4); tuned on 2 Zen4 cores, C=64
+REF_TILE = 256     # references per tile: a C x 256 slice of ref_t stays in L2
+
+
+@numba.njit(cache=True, nogil=True)
+def _insert(dist_buf, idx_buf, filled, d, j):
+    """Insert candidate (d, j) into the ascending buffers holding ``filled`` entries, after the entries with
+    distance <= d (ties by index); the last entry drops out when the buffer is full. Returns the new fill."""
+    k = dist_buf.shape[0]
+    pos = min(filled, k - 1)
+    while pos > 0 and dist_buf[pos - 1] > d:
+        dist_buf[pos] = dist_buf[pos - 1]
+        idx_buf[pos] = idx_buf[pos - 1]
+        pos -= 1
+    dist_buf[pos] = d
+    idx_buf[pos] = j
+    return min(filled + 1, k)
+
+
+@numba.njit(cache=True, nogil=True)
+def _tile_distances(query, ref_t, b, q_start, q_count, t_start, t_count, tile_dist):
+    """tile_dist[qi, j] = squared distance of query q_start+qi to reference t_start+j (channel order).
+
+    Register blocking for throughput without changing any rounding: queries go in groups of 4 that share each
+    loaded reference value, and channels in groups of 4 whose four terms are added to the running sum one
+    after the other before it is stored back (about 4x one query and one channel at a time). Rows of a group
+    beyond q_count repeat the last query and are ignored by the caller.
+    """
+    channels = query.shape[2]
+    c_main = channels - channels % 4
+    for g in range(0, q_count, 4):
+        q0 = q_start + g
+        q1 = q_start + min(g + 1, q_count - 1)
+        q2 = q_start + min(g + 2, q_count - 1)
+        q3 = q_start + min(g + 3, q_count - 1)
+        r0 = tile_dist[g]
+        r1 = tile_dist[g + 1]
+        r2 = tile_dist[g + 2]
+        r3 = tile_dist[g + 3]
+        for j in range(t_count):
+            r0[j] = 0
+            r1[j] = 0
+            r2[j] = 0
+            r3[j] = 0
+        for c in range(0, c_main, 4):
+            ra = ref_t[b, c, t_start:t_start + t_count]
+            rb = ref_t[b, c + 1, t_start:t_start + t_count]
+            rc = ref_t[b, c + 2, t_start:t_start + t_count]
+            rd = ref_t[b, c + 3, t_start:t_start + t_count]
+            a0, b0, c0, e0 = query[b, q0, c], query[b, q0, c + 1], query[b, q0, c + 2], query[b, q0, c + 3]
+            a1, b1, c1, e1 = query[b, q1, c], query[b, q1, c + 1], query[b, q1, c + 2], query[b, q1, c + 3]
+            a2, b2, c2, e2 = query[b, q2, c], query[b, q2, c + 1], query[b, q2, c + 2], query[b, q2, c + 3]
+            a3, b3, c3, e3 = query[b, q3, c], query[b, q3, c + 1], query[b, q3, c + 2], query[b, q3, c + 3]
+            for j in range(t_count):
+                xa = ra[j]
+                xb = rb[j]
+                xc = rc[j]
+                xd = rd[j]
+                r0[j] = _acc4(r0[j], a0 - xa, b0 - xb, c0 - xc, e0 - xd)
+                r1[j] = _acc4(r1[j], a1 - xa, b1 - xb, c1 - xc, e1 - xd)
+                r2[j] = _acc4(r2[j], a2 - xa, b2 - xb, c2 - xc, e2 - xd)
+                r3[j] = _acc4(r3[j], a3 - xa, b3 - xb, c3 - xc, e3 - xd)
+        for c in range(c_main, channels):
+            v0 = query[b, q0, c]
+            v1 = query[b, q1, c]
+            v2 = query[b, q2, c]
+            v3 = query[b, q3, c]
+            ref_row = ref_t[b, c, t_start:t_start + t_count]
+            for j in range(t_count):
+                x = ref_row[j]
+                d0 = v0 - x
+                d1 = v1 - x
+                d2 = v2 - x
+                d3 = v3 - x
+                r0[j] = r0[j] + d0 * d0
+                r1[j] = r1[j] + d1 * d1
+                r2[j] = r2[j] + d2 * d2
+                r3[j] = r3[j] + d3 * d3
+
+
+@numba.njit(cache=True, nogil=True, inline='always')
+def _acc4(s, d0, d1, d2, d3):
+    """((((s + d0^2) + d1^2) + d2^2) + d3^2): four channel terms in order, each operation rounded."""
+    s = s + d0 * d0
+    s = s + d1 * d1
+    s = s + d2 * d2
+    return s + d3 * d3
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def knn_tiled(query, ref_t, k, out_idx, out_dist):
+    """Exact kNN by reference tiles.
+
+    Args:
+        query: (B, N, C) float32/float64 C-contiguous array.
+        ref_t: (B, C, M) same dtype, the references transposed (channel-major).
+        k: neighbours per query, 1 <= k <= M.
+        out_idx: (B, N, k) int64 output, neighbour indices into M sorted by (distance, index).
+        out_dist: (B, N, k) output in the input dtype, the squared L2 distances.
+    """
+    batch, num_query, channels = query.shape
+    num_ref = ref_t.shape[2]
+    num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
+    for task in numba.prange(batch * num_blocks):
+        b = task // num_blocks
+        q_start = (task % num_blocks) * QUERY_BLOCK
+        q_count = min(QUERY_BLOCK, num_query - q_start)
+        tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
+        filled = np.zeros(QUERY_BLOCK, dtype=np.int64)
+        for qi in range(q_count):
+            out_dist[b, q_start + qi, :] = np.inf
+            out_idx[b, q_start + qi, :] = -1
+        for t_start in range(0, num_ref, REF_TILE):
+            t_count = min(REF_TILE, num_ref - t_start)
+            _tile_distances(query, ref_t, b, q_start, q_count, t_start, t_count, tile_dist)
+            for qi in range(q_count):
+                dist_buf = out_dist[b, q_start + qi]
+                idx_buf = out_idx[b, q_start + qi]
+                worst = dist_buf[k - 1]
+                row = tile_dist[qi]
+                n_filled = filled[qi]
+                for j in range(t_count):
+                    # strict: an equal distance at a larger index never displaces; until the buffer is full
+                    # everything enters (so even overflowed inf distances get valid indices)
+                    if n_filled < k or row[j] < worst:
+                        n_filled = _insert(dist_buf, idx_buf, n_filled, row[j], t_start + j)
+                        worst = dist_buf[k - 1]
+                filled[qi] = n_filled
+
+
+def knn_numpy(query, ref, k):
+    """numpy wrapper: ``query (B, N, C)``, ``ref (B, M, C)`` (same float dtype) -> (idx int64, dist) (B, N, k)."""
+    query = np.ascontiguousarray(query)
+    ref_t = np.ascontiguousarray(np.transpose(ref, (0, 2, 1)))
+    batch, num_query, _ = query.shape
+    out_idx = np.empty((batch, num_query, k), dtype=np.int64)
+    out_dist = np.empty((batch, num_query, k), dtype=query.dtype)
+    if batch * num_query > 0:
+        knn_tiled(query, ref_t, k, out_idx, out_dist)
+    return out_idx, out_dist

@@ -1,0 +1,117 @@
+"""The tiled kNN op against the dense reference: exact indices and distances, ties by index, clear errors."""
+import numpy as np
+import pytest
+import torch
+
+from pcdet.ops.knn import knn, knn_dense_matmul, knn_dense_reference
+
+
+def with_duplicates(gen, batch, num_query, num_ref, channels, dtype=torch.float32):
+    """Random rows where some references repeat (exact distance ties) and some queries equal references."""
+    ref = torch.randn(batch, num_ref, channels, generator=gen, dtype=dtype)
+    ref[:, num_ref // 2: num_ref // 2 + 7] = ref[:, 3:10]          # duplicated rows -> equal distances
+    ref[:, -1] = ref[:, 0]
+    query = torch.randn(batch, num_query, channels, generator=gen, dtype=dtype)
+    query[:, :5] = ref[:, 3:8]                                     # self-matches at distance 0, twice each
+    return query, ref
+
+
+@pytest.mark.parametrize('num_query,num_ref,channels,k', [(37, 101, 5, 1), (37, 101, 5, 16), (50, 700, 64, 33),
+                                                          (23, 1100, 3, 128)])
+def test_matches_dense_reference_batched(num_query, num_ref, channels, k):
+    gen = torch.Generator().manual_seed(num_query * 1000 + k)
+    query, ref = with_duplicates(gen, 2, num_query, num_ref, channels)
+    idx, dist = knn(query, ref, k)
+    ref_idx, ref_dist = knn_dense_reference(query, ref, k)
+    assert idx.shape == (2, num_query, k) and idx.dtype == torch.int64 and dist.dtype == torch.float32
+    assert torch.equal(idx, ref_idx)
+    assert torch.equal(dist, ref_dist)
+    # sorted by (distance, index)
+    assert bool((dist[..., 1:] >= dist[..., :-1]).all())
+    same = dist[..., 1:] == dist[..., :-1]
+    assert bool((idx[..., 1:][same] > idx[..., :-1][same]).all())
+
+
+def test_k_equals_m_and_n_equals_m_unbatched():
+    gen = torch.Generator().manual_seed(7)
+    points = torch.randn(300, 8, generator=gen)
+    points[150:160] = points[10:20]
+    idx, dist = knn(points, points, 300)
+    ref_idx, ref_dist = knn_dense_reference(points, points, 300)
+    assert idx.shape == (300, 300)
+    assert torch.equal(idx, ref_idx) and torch.equal(dist, ref_dist)
+    # every row is a permutation of all references and the self-distance is exactly zero
+    assert torch.equal(idx.sort(dim=1).values, torch.arange(300).expand(300, 300))
+    assert bool((dist[:, 0] == 0).all())
+    # with a duplicate pair (10, 150) both at distance 0, the smaller index comes first for both rows
+    assert idx[10, :2].tolist() == [10, 150] and idx[150, :2].tolist() == [10, 150]
+
+
+def test_tie_break_by_index_hand_made():
+    ref = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, -1.0], [-1.0, 0.0], [0.0, 0.0]])
+    query = torch.zeros(1, 2)
+    idx, dist = knn(query, ref, 6)
+    # distance 0 for ref 5, then four refs at distance 1 in index order, then ref 0 at distance 4
+    assert idx[0].tolist() == [5, 1, 2, 3, 4, 0]
+    assert dist[0].tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 4.0]
+    idx3, _ = knn(query, ref, 3)
+    assert idx3[0].tolist() == [5, 1, 2]
+
+
+def test_float64_numpy_and_mixed_dtypes():
+    gen = torch.Generator().manual_seed(3)
+    query, ref = with_duplicates(gen, 1, 40, 257, 6, dtype=torch.float64)
+    idx, dist = knn(query, ref, 20)
+    ref_idx, ref_dist = knn_dense_reference(query, ref, 20)
+    assert dist.dtype == torch.float64 and torch.equal(idx, ref_idx) and torch.equal(dist, ref_dist)
+    idx_np, dist_np = knn(query[0].numpy(), ref[0].numpy(), 20)
+    assert isinstance(idx_np, np.ndarray) and idx_np.dtype == np.int64
+    np.testing.assert_array_equal(idx_np, ref_idx[0].numpy())
+    np.testing.assert_array_equal(dist_np, ref_dist[0].numpy())
+    idx_mixed, dist_mixed = knn(query.float(), ref, 5)    # float32 query, float64 ref -> float64
+    assert dist_mixed.dtype == torch.float64
+    idx_only, none = knn(query, ref, 5, return_dist=False)
+    assert none is None and torch.equal(idx_only, ref_idx[..., :5])
+
+
+def test_requires_grad_inputs_and_empty_queries():
+    query = torch.randn(4, 3, requires_grad=True)
+    ref = torch.randn(10, 3, requires_grad=True)
+    idx, dist = knn(query, ref, 2)
+    assert not dist.requires_grad and idx.shape == (4, 2)
+    idx, dist = knn(torch.zeros(0, 3), ref.detach(), 2)
+    assert idx.shape == (0, 2) and dist.shape == (0, 2)
+
+
+def test_close_to_original_matmul_formulation():
+    gen = torch.Generator().manual_seed(11)
+    query, ref = torch.randn(1, 30, 16, generator=gen), torch.randn(1, 500, 16, generator=gen)
+    _, dist = knn(query, ref, 8)
+    _, dist_mm = knn_dense_matmul(query, ref, 8)
+    assert torch.allclose(dist, dist_mm, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('args,exc,match', [
+    ((torch.zeros(3, 2), torch.zeros(5, 2), 6), ValueError, r'1 <= k <= M'),
+    ((torch.zeros(3, 2), torch.zeros(5, 2), 0), ValueError, r'1 <= k <= M'),
+    ((torch.zeros(3, 2), torch.zeros(5, 2), 2.0), ValueError, r'k must be an integer'),
+    ((torch.zeros(3, 2), torch.zeros(5, 3), 2), ValueError, r'channel counts differ'),
+    ((torch.zeros(2, 3, 2), torch.zeros(1, 5, 2), 2), ValueError, r'batch sizes differ'),
+    ((torch.zeros(3, 2), torch.zeros(1, 5, 2), 2), ValueError, r'must both be \(N, C\)'),
+    ((torch.zeros(3, 2, dtype=torch.int32), torch.zeros(5, 2), 2), TypeError, r'float32 or float64'),
+    ((torch.full((3, 2), float('nan')), torch.zeros(5, 2), 2), ValueError, r'finite'),
+    (([[0.0]], torch.zeros(5, 1), 2), TypeError, r'torch tensors or both numpy'),
+])
+def test_bad_arguments_raise_clearly(args, exc, match):
+    with pytest.raises(exc, match=match):
+        knn(*args)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device: CUDA kNN vs CPU kNN not run')
+def test_cuda_matches_cpu():
+    gen = torch.Generator().manual_seed(5)
+    for dtype in (torch.float32, torch.float64):
+        query, ref = with_duplicates(gen, 2, 300, 2000, 64, dtype=dtype)
+        idx, dist = knn(query, ref, 128)
+        idx_gpu, dist_gpu = knn(query.to('cuda'), ref.to('cuda'), 128)
+        assert torch.equal(idx, idx_gpu.cpu()) and torch.equal(dist, dist_gpu.cpu())

@@ -1,0 +1,49 @@
+"""FitNet feature imitation (Romero et al., ICLR 2015) on a BEV map.
+
+L = mean_{b,c,h,w} (A(F_S) - F_T)^2 with A a trainable 1x1 Conv2d + BN2d (C_S -> C_T). When the maps differ in
+size the adapted student map is resized to the teacher's (bilinear, ``RESIZE: True``) or an error is raised.
+"""
+import torch.nn.functional as F
+
+from .base import DistillLoss
+from ..adapters import ConvAdapter
+
+
+def match_bev(student_map, teacher_map, resize, where):
+    """Bring the (B, C, H_s, W_s) student map to the teacher's (H_t, W_t) or raise naming ``where``."""
+    if student_map.dim() != 4 or teacher_map.dim() != 4:
+        raise ValueError(f'{where}: expected (B, C, H, W) maps, got {tuple(student_map.shape)} and '
+                         f'{tuple(teacher_map.shape)}')
+    if student_map.shape[-2:] != teacher_map.shape[-2:]:
+        if not resize:
+            raise ValueError(f'{where}: student map {tuple(student_map.shape)} and teacher map '
+                             f'{tuple(teacher_map.shape)} differ in size; set RESIZE: True to interpolate')
+        student_map = F.interpolate(student_map, size=teacher_map.shape[-2:], mode='bilinear', align_corners=False)
+    return student_map
+
+
+class FitNetLoss(DistillLoss):
+    DEFAULT_WEIGHT = 1.0
+    DEFAULTS = {
+        'STUDENT_FEATURE': 'spatial_features_2d',
+        'TEACHER_FEATURE': 'spatial_features_2d',
+        'RESIZE': True,
+        'STUDENT_CHANNELS': None,
+        'TEACHER_CHANNELS': None,
+    }
+
+    def __init__(self, loss_cfg, where, channels_of, context=None):
+        super().__init__(loss_cfg, where)
+        o = self.opts
+        self.student_features = [o['STUDENT_FEATURE']]
+        self.teacher_features = [o['TEACHER_FEATURE']]
+        o['STUDENT_CHANNELS'] = int(o['STUDENT_CHANNELS'] or channels_of('student', o['STUDENT_FEATURE']))
+        o['TEACHER_CHANNELS'] = int(o['TEACHER_CHANNELS'] or channels_of('teacher', o['TEACHER_FEATURE']))
+        self.adapter = ConvAdapter(o['STUDENT_CHANNELS'], o['TEACHER_CHANNELS'])
+
+    def forward(self, student_feats, teacher_feats, batch_dict):
+        o = self.opts
+        f_t = self.feature(teacher_feats, o['TEACHER_FEATURE'], 'teacher').detach()
+        f_s = match_bev(self.adapter(self.feature(student_feats, o['STUDENT_FEATURE'], 'student')), f_t,
+                        o['RESIZE'], self.where)
+        return F.mse_loss(f_s, f_t), {}

@@ -1,0 +1,1 @@
+"""Evaluation utilities for tools/test.py and evaluation after training."""

@@ -1,0 +1,79 @@
+"""Training utilities for tools/train.py (loop, optimizers, schedules) and the CLI helpers train.py and
+test.py share: OpenPCDet's common flags, config-path resolution, device choice and process-group setup."""
+from pathlib import Path
+
+
+def add_common_args(parser, max_waiting_mins):
+    """Flags train.py and test.py share (OpenPCDet names and defaults) plus ``--device``."""
+    parser.add_argument('--cfg_file', type=str, default=None, required=True, help='config file')
+    parser.add_argument('--batch_size', type=int, default=None,
+                        help='TOTAL batch size over all processes (default BATCH_SIZE_PER_GPU per process)')
+    parser.add_argument('--workers', type=int, default=4, help='dataloader workers per process')
+    parser.add_argument('--extra_tag', type=str, default='default', help='extra tag for this experiment')
+    parser.add_argument('--ckpt', type=str, default=None, help='checkpoint to start from')
+    parser.add_argument('--pretrained_model', type=str, default=None, help='pretrained weights (non-strict)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--tcp_port', type=int, default=18888, help='tcp port for distributed training (slurm)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=None,
+                        help='local rank (default: env LOCAL_RANK, set by torchrun)')
+    parser.add_argument('--max_waiting_mins', type=int, default=max_waiting_mins, help='max waiting minutes')
+    parser.add_argument('--start_epoch', type=int, default=0)
+    parser.add_argument('--save_to_file', action='store_true', default=False, help='write final_result/data')
+    parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
+                        help='auto: CUDA if available, else CPU')
+
+
+def resolve_cfg_file(cfg_file):
+    """Absolute config path: as given from the CWD, else relative to the repo root, else to ``tools/``."""
+    root = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), root, root / 'tools'):
+        p = (base / cfg_file).expanduser()
+        if p.is_file():
+            return str(p.resolve())
+    raise FileNotFoundError(f'--cfg_file {cfg_file}: not found from the CWD ({Path.cwd()}), the repository root '
+                            f'({root}) or {root / "tools"}')
+
+
+def exp_group_path(cfg_file):
+    """``EXP_GROUP_PATH``: the config's folder relative to ``tools/cfgs`` (e.g. ``kitti_models``), else the
+    folder's own name (configs outside the repo)."""
+    cfgs_root = Path(__file__).resolve().parents[1] / 'cfgs'
+    parent = Path(cfg_file).resolve().parent
+    try:
+        rel = parent.relative_to(cfgs_root)
+        return rel.as_posix() if str(rel) != '.' else 'cfgs'
+    except ValueError:
+        return parent.name
+
+
+def setup_cfg_and_dist(args, cfg):
+    """Set ``cfg.TAG``, ``cfg.EXP_GROUP_PATH``, initialise torch.distributed for ``--launcher``.
+
+    Sets ``cfg.LOCAL_RANK`` to the global rank (what gates rank-0 logging and checkpoints). Returns
+    ``(is_distributed, world_size)``.
+    """
+    from pcdet.utils import dist_utils
+    cfg.TAG = Path(args.cfg_file).stem
+    cfg.EXP_GROUP_PATH = exp_group_path(args.cfg_file)
+    if args.launcher == 'none':
+        cfg.LOCAL_RANK = 0
+        return False, 1
+    backend = 'gloo' if args.device == 'cpu' else 'auto'
+    if args.launcher == 'pytorch':
+        world_size, local_rank = dist_utils.init_dist_pytorch(args.tcp_port, args.local_rank, backend=backend)
+    else:
+        world_size, local_rank = dist_utils.init_dist_slurm(args.tcp_port, args.local_rank, backend=backend)
+    args.local_rank = local_rank
+    cfg.LOCAL_RANK = dist_utils.get_dist_info()[0]
+    return True, world_size
+
+
+def select_device(device_flag):
+    """``torch.device`` for ``--device``: auto = CUDA (the process's GPU) if available, else CPU."""
+    import torch
+    if device_flag == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError('--device cuda: CUDA is not available on this machine (use --device cpu or auto)')
+    if device_flag == 'cpu' or not torch.cuda.is_available():
+        return torch.device('cpu')
+    idx = torch.cuda.current_device() if torch.distributed.is_initialized() else 0
+    return torch.device('cuda', idx)

@@ -122,7 +122,8 @@ def _parse_value(raw, old, key):
     - old is None: any literal (or the raw string) is accepted.
     - old is a dict: ``"k:v,k2:v2"`` updates existing sub-keys (each converted by these rules), or a dict
       literal does the same.
-    - old is a list: a list literal, or ``"a,b,c"`` whose items take the type of ``old[0]``.
+    - old is a list: a list literal, or ``"a,b,c"`` whose items take the type of ``old[0]`` (of its first float
+      for a numeric list such as ``POINT_CLOUD_RANGE: [0, -40, -3, 70.4, 40, 1]``, so floats are accepted).
     - otherwise the literal must have the same type; an int is accepted for a float.
     """
     if isinstance(old, str):
@@ -161,7 +162,9 @@ def _parse_value(raw, old, key):
             items = raw.split(',') if isinstance(value, (str, tuple)) else [raw]
         if not old:
             return [_literal_eval_or_str(x) if isinstance(x, str) else x for x in items]
-        return [_parse_value(x if isinstance(x, str) else repr(x), old[0], f'{key}[{i}]') for i, x in enumerate(items)]
+        template = next((x for x in old if isinstance(x, float)), old[0])
+        return [_parse_value(x if isinstance(x, str) else repr(x), template, f'{key}[{i}]')
+                for i, x in enumerate(items)]
 
     if isinstance(old, bool) or isinstance(value, bool):
         ok = type(value) is type(old)

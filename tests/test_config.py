@@ -204,6 +204,15 @@ def test_set_int_promotes_to_float(loaded):
     assert loaded.OPTIMIZATION.LR == 1.0 and isinstance(loaded.OPTIMIZATION.LR, float)
 
 
+def test_set_numeric_list_whose_first_item_is_an_int_takes_floats(loaded):
+    key = 'DATA_CONFIG.POINT_CLOUD_RANGE'
+    assert isinstance(loaded.DATA_CONFIG.POINT_CLOUD_RANGE[0], int)    # [0, -40, ...]: OpenPCDet typed it int
+    cfg_from_list([key, '0,-19.84,-3,39.68,19.84,1'], loaded)
+    assert loaded.DATA_CONFIG.POINT_CLOUD_RANGE == [0.0, -19.84, -3.0, 39.68, 19.84, 1.0]
+    with pytest.raises(ConfigTypeError, match='POINT_CLOUD_RANGE'):
+        cfg_from_list([key, '0,a,-3,39.68,19.84,1'], loaded)
+
+
 @pytest.mark.parametrize('key', ['OPTIMIZATION.NO_SUCH', 'NO_SUCH.LR', 'OPTIMIZATION.LR.DEEPER'])
 def test_set_unknown_key(loaded, key):
     with pytest.raises(ConfigKeyError) as info:

@@ -210,15 +210,10 @@ def _load(path):
 # Two steps: float32 rounding alone (the same 4 frames in another batch order, one process) already moves the
 # first-layer weights by 1e-7 / 2e-6 / 6e-5 after steps 1 / 2 / 3 of this randomly initialised model.
 STEPS = 2
-ADAPTER_BN_XFAIL = pytest.mark.xfail(
-    strict=True, reason='pcdet/distill/adapters.py GraphConvAdapter computes its BN statistics by hand, without '
-    'all-reducing them under --sync_bn (dist_utils.bn_stats_synced / all_reduce_sum are there for it)')
-
-
 @pytest.mark.timeout(420)
-@pytest.mark.parametrize('which', ['pp4x', pytest.param('kd', marks=ADAPTER_BN_XFAIL)])
+@pytest.mark.parametrize('which', ['pp4x', 'kd'])
 def test_e2e_torchrun_sync_bn_training_equals_single_process(tiny, tmp_path, which):
-    """2 gloo ranks x 2 frames with --sync_bn == 1 process x 4 frames, after each step (1e-5); 'kd' is the
+    """2 gloo ranks x 2 frames with --sync_bn == 1 process x 4 frames, after each step (1e-5, then 3e-5); 'kd' is the
     PointDistiller-distilled 4x student (adapters trained and synchronised, teacher unwrapped)."""
     _need(KD_CFG, 'pcdet/distill/__init__.py')
     single, multi = tmp_path / 'single', tmp_path / 'multi'
@@ -240,9 +235,12 @@ def test_e2e_torchrun_sync_bn_training_equals_single_process(tiny, tmp_path, whi
         assert (a['epoch'], a['it']) == (b['epoch'], b['it']) == (step, step)
         assert a['model_state'].keys() == b['model_state'].keys()
         assert (which == 'kd') == (len(b.get('distill_state', {})) > 0)
+        # step 2: one PFN channel of the untrained pp4x has a near-zero batch variance and amplifies float32
+        # rounding to 1.05e-5 on a 7e-4 update (measured); a per-rank loss normalisation bug gave 5e-5 at step 1
+        tol = 1e-5 if step == 1 else 3e-5
         for group in [g for g in ('model_state', 'distill_state') if g in a]:
             for k, v in a[group].items():
-                torch.testing.assert_close(b[group][k].double(), v.double(), rtol=1e-5, atol=1e-5,
+                torch.testing.assert_close(b[group][k].double(), v.double(), rtol=tol, atol=tol,
                                            msg=f'step {step} {group} {k}')
         first = _load(single / 'checkpoint_epoch_1.pth')['model_state']
         moved = sum(not torch.equal(first[k], v) for k, v in a['model_state'].items())

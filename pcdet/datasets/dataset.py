@@ -33,7 +33,7 @@ def resolve_data_path(data_path):
     return Path(resolve_path(data_path))
 
 
-class DatasetTemplate(torch_data.Dataset):
+class DatasetTemplate(common_utils.PicklableWithoutLogger, torch_data.Dataset):
     """Base of every dataset.
 
     Args:
@@ -74,15 +74,6 @@ class DatasetTemplate(torch_data.Dataset):
     @property
     def mode(self):
         return 'train' if self.training else 'test'
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = None
 
     def merge_all_iters_to_one_epoch(self, merge=True, epochs=None):
         """Make one "epoch" cover ``epochs`` passes (``__len__`` multiplies, indices wrap)."""

@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pcdet.utils import dist_utils
+
 EDGE_MODES = ('concat', 'diff')
 
 
@@ -66,7 +68,10 @@ class GraphConvAdapter(nn.Module):
         proj_i = feats.index_select(0, center) @ w_i.t()   # (N, C')
         bn = self.bn
         n, k = neighbours.shape
-        if bn.training or not bn.track_running_stats:
+        if dist_utils.bn_stats_synced(bn):
+            # --sync_bn under DDP: the statistics of the edges of every rank, from all-reduced sums
+            a_c, b_c, var = self._synced_stats(proj_j, proj_i, neighbours)
+        elif bn.training or not bn.track_running_stats:
             total = n * k
             cnt = torch.bincount(neighbours.reshape(-1), minlength=feats.shape[0]).to(proj_j.dtype)  # in-degree
             mean_j = (cnt @ proj_j) / total
@@ -83,6 +88,28 @@ class GraphConvAdapter(nn.Module):
         if bn.affine:
             scale = scale * bn.weight
         return a_c * scale, b_c * scale + (bn.bias if bn.affine else 0.0)
+
+    def _synced_stats(self, proj_j, proj_i, neighbours):
+        """Centred node terms and the variance of the edge pre-activations over all ranks.
+
+        Each rank contributes sum(x) and sum(x^2) over its N*K edges (x_ij = p_j + q_i), computed from node sums;
+        the all-reduce is differentiable, so gradients through the statistics are exact, as in SyncBatchNorm.
+        """
+        from .graph_kernels import neighbour_sum
+
+        n, k = neighbours.shape
+        cnt = torch.bincount(neighbours.reshape(-1), minlength=proj_j.shape[0]).to(proj_j.dtype)
+        s1 = cnt @ proj_j + k * proj_i.sum(dim=0)
+        s2 = (cnt @ proj_j.pow(2) + 2.0 * (proj_i * neighbour_sum(proj_j, neighbours)).sum(dim=0)
+              + k * proj_i.pow(2).sum(dim=0))
+        stats = dist_utils.all_reduce_sum(torch.cat([s1, s2, proj_j.new_tensor([float(n * k)])]))
+        c = self.out_channels
+        total = stats[-1]
+        mean = stats[:c] / total
+        var = (stats[c:2 * c] / total - mean.pow(2)).clamp_min(0.0)
+        if self.bn.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach(), int(total.item()))
+        return proj_j - mean, proj_i, var
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count):

@@ -154,6 +154,19 @@ def worker_init_fn(worker_id, seed=666):
         torch.cuda.manual_seed_all(seed + worker_id)
 
 
+class PicklableWithoutLogger:
+    """Mixin: pickling (DataLoader workers, spawn) drops the ``logger`` attribute, which holds file handles."""
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d.pop('logger', None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self.logger = None
+
+
 class AverageMeter:
     """Running average of a scalar: ``val`` (last), ``sum``, ``count``, ``avg``."""
 

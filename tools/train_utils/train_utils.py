@@ -15,20 +15,10 @@ import torch
 import tqdm
 from torch.nn.utils import clip_grad_norm_
 
-from pcdet.utils import checkpoint_utils
+from pcdet.utils import checkpoint_utils, common_utils
 from pcdet.utils.dist_utils import get_dist_info
 
 
-class _Meter:
-    def __init__(self):
-        self.val = self.avg = self.sum = 0.0
-        self.count = 0
-
-    def update(self, val, n=1):
-        self.val = val
-        self.sum += val * n
-        self.count += n
-        self.avg = self.sum / self.count
 
 
 def make_amp(use_amp, device, logger=None):
@@ -62,8 +52,8 @@ def train_one_epoch(model, optimizer, train_loader, model_func, lr_scheduler, ac
     if rank == 0 and not use_logger_to_record:
         pbar = tqdm.tqdm(total=total_it_each_epoch, leave=leave_pbar, desc='train', dynamic_ncols=True,
                          initial=start_it)
-    data_time, batch_time = _Meter(), _Meter()
-    losses_m = _Meter()
+    data_time, batch_time = common_utils.AverageMeter(), common_utils.AverageMeter()
+    losses_m = common_utils.AverageMeter()
     epoch_start = end = time.time()
     for cur_it in range(start_it, total_it_each_epoch):
         try:

@@ -7,12 +7,13 @@ from functools import partial
 
 import numpy as np
 
+from ...utils.common_utils import PicklableWithoutLogger
 from . import augmentor_utils, database_sampler
 
 AUGMENTOR_NAMES = ('gt_sampling', 'random_world_flip', 'random_world_rotation', 'random_world_scaling')
 
 
-class DataAugmentor:
+class DataAugmentor(PicklableWithoutLogger):
     """Apply the configured augmentations to a data dict.
 
     Args:
@@ -47,15 +48,6 @@ class DataAugmentor:
     def disable_augmentation(self, augmentor_configs):
         """Rebuild the queue from ``augmentor_configs`` (used by DisableAugmentationHook for the last epochs)."""
         self._build(augmentor_configs)
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = None
 
     def gt_sampling(self, config=None):
         return database_sampler.DataBaseSampler(root_path=self.root_path, sampler_cfg=config,

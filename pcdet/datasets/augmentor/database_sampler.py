@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ...utils import box_utils
+from ...utils.common_utils import PicklableWithoutLogger
 
 
-class DataBaseSampler:
+class DataBaseSampler(PicklableWithoutLogger):
     """Paste GT objects from other frames into a training frame.
 
     Config keys (``sampler_cfg``): ``DB_INFO_PATH`` (list, relative to ``root_path``), ``PREPARE``
@@ -61,15 +62,6 @@ class DataBaseSampler:
                 'pointer': len(self.db_infos[class_name]),
                 'indices': np.arange(len(self.db_infos[class_name])),
             }
-
-    def __getstate__(self):
-        d = dict(self.__dict__)
-        d.pop('logger', None)
-        return d
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-        self.logger = None
 
     def filter_by_difficulty(self, db_infos, removed_difficulty):
         """Drop db entries whose KITTI difficulty is in ``removed_difficulty`` (e.g. [-1])."""

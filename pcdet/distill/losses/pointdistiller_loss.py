@@ -10,7 +10,8 @@ Per training step, for one distilled feature recorded identically indexed on bot
    distance matrix); the node is its own neighbour;
 4. one ``GraphConvAdapter`` per side maps the edges (``EDGE: concat | diff``) to ``WIDTH`` channels; optional
    max-pool over the K neighbours (``POOL: max``);
-5. weighted MSE, node weights ``w = n * softmax(score / TAU)`` per set (mean 1; ``REWEIGHT: False`` -> 1).
+5. weighted MSE, node weights ``w = n * softmax(score / TAU)`` per set (mean 1; ``REWEIGHT: False`` -> 1); with
+   ``SCOPE: sample`` the loss is the mean over samples of each sample's weighted MSE.
 
 Feature layouts accepted (both sides must have the same layout and node count):
 - (V, C) voxel/pillar features (``pillar_features``) with ``voxel_coords`` (V, 4) [b, z, y, x] in the batch;
@@ -182,6 +183,11 @@ class PointDistillerLoss(DistillLoss):
             scores = t_nodes.max(dim=1).values
         with torch.no_grad():
             center, neighbours, weights = self.build_graph(t_nodes, bidx, coords, scores)
+            if o['SCOPE'] == 'sample':
+                # every sample weighs the same whatever its node count: the loss is a mean over samples, so
+                # DDP's average over ranks equals one process on the whole batch
+                _, inv, counts = torch.unique(bidx.index_select(0, center), return_inverse=True, return_counts=True)
+                weights = weights * (center.numel() / (counts.numel() * counts.index_select(0, inv).to(weights.dtype)))
         if o['POOL'] == 'max':
             g_t = self.teacher_gcn(t_nodes, center, neighbours).amax(dim=1)   # (N, C')
             g_s = self.student_gcn(s_nodes, center, neighbours).amax(dim=1)

@@ -34,27 +34,6 @@ CONFIGS = {
 }
 
 
-class DatasetHolder:
-    """The attributes ``build_network`` reads from a dataset (OpenPCDet names)."""
-
-    def __init__(self, cfg):
-        data = cfg.DATA_CONFIG
-        vox = [p for p in data.DATA_PROCESSOR if p.NAME == 'transform_points_to_voxels'][0]
-        self.class_names = list(cfg.CLASS_NAMES)
-        self.point_cloud_range = np.array(data.POINT_CLOUD_RANGE, dtype=np.float32)
-        self.voxel_size = np.array(vox.VOXEL_SIZE, dtype=np.float32)
-        self.grid_size = np.round((self.point_cloud_range[3:] - self.point_cloud_range[:3]) / self.voxel_size
-                                  ).astype(np.int64)
-        self.max_points = int(vox.MAX_POINTS_PER_VOXEL)
-        self.max_voxels = int(vox.MAX_NUMBER_OF_VOXELS['train'])
-        self.depth_downsample_factor = None
-        self.training = True
-
-        class Encoder:
-            num_point_features = 4
-        self.point_feature_encoder = Encoder()
-
-
 def voxelise(points, ds):
     """(P, 4) points -> voxels (V, T, 4), num_points (V,), coords (V, 3) [z, y, x], first-come order as OpenPCDet."""
     rng, vs = ds.point_cloud_range, ds.voxel_size
@@ -73,10 +52,10 @@ def voxelise(points, ds):
     srt = np.argsort(pv, kind='stable')                 # stable: points keep their order inside a voxel
     pv_s = pv[srt]
     rank = np.arange(pv_s.shape[0]) - np.searchsorted(pv_s, pv_s, side='left')
-    ok = rank < ds.max_points
-    voxels = np.zeros((order.shape[0], ds.max_points, 4), dtype=np.float32)
+    ok = rank < ds.max_points_per_voxel
+    voxels = np.zeros((order.shape[0], ds.max_points_per_voxel, 4), dtype=np.float32)
     voxels[pv_s[ok], rank[ok]] = pp[srt][ok]
-    counts = np.minimum(np.bincount(pv, minlength=order.shape[0]), ds.max_points)
+    counts = np.minimum(np.bincount(pv, minlength=order.shape[0]), ds.max_points_per_voxel)
     u = uniq[order]
     coords = np.stack([u // (gy * gx), (u // gx) % gy, u % gx], axis=1).astype(np.int32)
     return voxels, counts.astype(np.int32), coords
@@ -163,6 +142,7 @@ def bench_config(name, rel_cfg, args, device, logger):
     from easydict import EasyDict
 
     from pcdet.config import cfg_from_yaml_file
+    from pcdet.datasets.dataset_meta import DatasetMeta
     from pcdet.distill import build_distiller
     from pcdet.models import build_network
 
@@ -170,7 +150,7 @@ def bench_config(name, rel_cfg, args, device, logger):
     cfg = EasyDict()
     cfg_from_yaml_file(path, cfg)
     cfg.TEACHER.ALLOW_RANDOM_INIT = True
-    ds = DatasetHolder(cfg)
+    ds = DatasetMeta.from_cfg(cfg)
     batch = load_frames(args.kitti_root, ds, args.batch)
     torch.manual_seed(0)
     student = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds).to(device)

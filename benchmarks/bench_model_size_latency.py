@@ -30,24 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pcdet.config import cfg_from_yaml_file  # noqa: E402
+from pcdet.datasets.dataset_meta import DatasetMeta  # noqa: E402
 from pcdet.models import build_network  # noqa: E402
 
 MODELS = ['pointpillar', 'pointpillar_4x', 'pointpillar_16x', 'second', 'second_4x', 'second_16x']
-
-
-class Geometry:
-    """The dataset attributes build_network reads, derived from a config's DATA_CONFIG."""
-
-    def __init__(self, cfg):
-        voxel_cfg = [p for p in cfg.DATA_CONFIG.DATA_PROCESSOR if p.NAME == 'transform_points_to_voxels'][0]
-        self.voxel_cfg = voxel_cfg
-        self.point_cloud_range = np.array(cfg.DATA_CONFIG.POINT_CLOUD_RANGE, dtype=np.float32)
-        self.voxel_size = np.array(voxel_cfg.VOXEL_SIZE, dtype=np.float32)
-        extent = self.point_cloud_range[3:6] - self.point_cloud_range[0:3]
-        self.grid_size = np.round(extent / self.voxel_size).astype(np.int64)
-        self.class_names = list(cfg.CLASS_NAMES)
-        self.point_feature_encoder = EasyDict(num_point_features=4)
-        self.depth_downsample_factor = None
 
 
 def load_frames(frames_dir, count):
@@ -62,12 +48,12 @@ def load_frames(frames_dir, count):
     return frames
 
 
-def make_batch(frames, geom, training):
+def make_batch(frames, cfg, training):
     from spconv.pytorch.utils import PointToVoxel
-    max_voxels = geom.voxel_cfg.MAX_NUMBER_OF_VOXELS['train' if training else 'test']
+    geom = DatasetMeta.from_cfg(cfg, training)
     gen = PointToVoxel(vsize_xyz=geom.voxel_size.tolist(), coors_range_xyz=geom.point_cloud_range.tolist(),
-                       num_point_features=4, max_num_voxels=max_voxels,
-                       max_num_points_per_voxel=geom.voxel_cfg.MAX_POINTS_PER_VOXEL)
+                       num_point_features=4, max_num_voxels=geom.max_voxels,
+                       max_num_points_per_voxel=geom.max_points_per_voxel)
     voxels, coords, nums = [], [], []
     for b, pts in enumerate(frames):
         v, c, n = gen(torch.from_numpy(pts))
@@ -147,16 +133,16 @@ def main():
     for group in ('kitti_models', 'kitti_synth_models'):
         for name in MODELS:
             cfg = load_cfg(Path(args.cfg_root) / group / f'{name}.yaml')
-            geom = Geometry(cfg)
+            geom = DatasetMeta.from_cfg(cfg, training=False)
             torch.manual_seed(0)
             model = build_network(cfg.MODEL, len(cfg.CLASS_NAMES), geom).eval()
-            batch = make_batch(frames[:1], geom, training=False)
+            batch = make_batch(frames[:1], cfg, training=False)
             params = sum(p.numel() for p in model.parameters())
             gflops = dense_gflops(model, batch)
             fwd = time_forward(model, batch, args.repeats)
             train = None
             if group == 'kitti_synth_models' and not args.skip_train and not name.endswith('16x'):
-                train = time_train_step(model, make_batch(frames[:4], geom, training=True))
+                train = time_train_step(model, make_batch(frames[:4], cfg, training=True))
             rows.append((group, name, tuple(int(g) for g in geom.grid_size), batch['voxels'].shape[0], params,
                          gflops, name.startswith('second'), fwd, train))
             print(f'.. {group}/{name} done', file=sys.stderr, flush=True)

@@ -16,32 +16,13 @@ from test_distill_losses import knn_op  # noqa: F401  (kNN op or its temporary s
 
 models = pytest.importorskip('pcdet.models', reason='pcdet.models (detectors) not available yet')
 from pcdet.config import cfg_from_yaml_file  # noqa: E402
+from pcdet.datasets.dataset_meta import DatasetMeta  # noqa: E402
 from pcdet.distill import build_distiller  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, 'tools', 'cfgs', 'kitti_synth_models')
 KD_CFGS = sorted(glob.glob(os.path.join(SYNTH, '*_pointdistiller.yaml'))) + [
     os.path.join(SYNTH, f'pointpillar_4x_{m}.yaml') for m in ('fitnet', 'logit_kd', 'fg_mimic')]
-
-class DatasetHolder:
-    """The dataset attributes ``build_network`` reads (OpenPCDet names), from a config's DATA_CONFIG."""
-
-    def __init__(self, cfg):
-        data = cfg.DATA_CONFIG
-        vox = [p for p in data.DATA_PROCESSOR if p.NAME == 'transform_points_to_voxels'][0]
-        self.class_names = list(cfg.CLASS_NAMES)
-        self.point_cloud_range = np.array(data.POINT_CLOUD_RANGE, dtype=np.float32)
-        self.voxel_size = np.array(vox.VOXEL_SIZE, dtype=np.float32)
-        self.grid_size = np.round((self.point_cloud_range[3:] - self.point_cloud_range[:3]) / self.voxel_size
-                                  ).astype(np.int64)
-        self.max_points = int(vox.MAX_POINTS_PER_VOXEL)
-        self.depth_downsample_factor = None
-        self.training = True
-
-        class Encoder:
-            num_point_features = 4
-        self.point_feature_encoder = Encoder()
-
 
 def load_cfg(path):
     cfg = EasyDict()
@@ -58,8 +39,8 @@ def random_batch(ds, bsz=2, voxels_per_sample=300, seed=0):
     for b in range(bsz):
         lin = g.choice(gx * gy * gz, size=voxels_per_sample, replace=False)
         z, y, x = lin // (gx * gy), (lin // gx) % gy, lin % gx
-        n = g.integers(1, ds.max_points + 1, size=voxels_per_sample)
-        pts = np.zeros((voxels_per_sample, ds.max_points, 4), np.float32)
+        n = g.integers(1, ds.max_points_per_voxel + 1, size=voxels_per_sample)
+        pts = np.zeros((voxels_per_sample, ds.max_points_per_voxel, 4), np.float32)
         for i in range(voxels_per_sample):
             low = rng[:3] + np.array([x[i], y[i], z[i]]) * vs
             pts[i, :n[i], :3] = low + g.random((n[i], 3)) * vs
@@ -80,7 +61,7 @@ def random_batch(ds, bsz=2, voxels_per_sample=300, seed=0):
 def build_pair(exp_path, tmp_path, ckpt_from=None):
     """Student from the experiment YAML, teacher checkpoint written from a fresh teacher (or ``ckpt_from``)."""
     cfg = load_cfg(exp_path)
-    ds = DatasetHolder(cfg)
+    ds = DatasetMeta.from_cfg(cfg)
     torch.manual_seed(0)
     student = models.build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds)
     tcfg = load_cfg(os.path.join(os.path.dirname(exp_path), ckpt_from or cfg.TEACHER.CFG_FILE))
@@ -148,7 +129,7 @@ def test_wrong_teacher_checkpoint_and_missing_feature(tmp_path):
 def test_shipped_configs_build_and_step(exp, tmp_path):
     cfg = load_cfg(exp)
     cfg.TEACHER.ALLOW_RANDOM_INIT = True
-    ds = DatasetHolder(cfg)
+    ds = DatasetMeta.from_cfg(cfg)
     student = models.build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds)
     distiller = build_distiller(cfg, student, None, cfg_dir=SYNTH)
     assert distiller.resolved['LOSSES'] and all('WEIGHT' in blk for blk in distiller.resolved['LOSSES'])

@@ -213,8 +213,9 @@ STEPS = 2
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize('which', ['pp4x', 'kd'])
 def test_e2e_torchrun_sync_bn_training_equals_single_process(tiny, tmp_path, which):
-    """2 gloo ranks x 2 frames with --sync_bn == 1 process x 4 frames, after each step (1e-5, then 3e-5); 'kd' is the
-    PointDistiller-distilled 4x student (adapters trained and synchronised, teacher unwrapped)."""
+    """2 gloo ranks x 2 frames with --sync_bn == 1 process x 4 frames, after each step (1e-5; 3e-5 at step 2 of
+    the plain pp4x); 'kd' is the PointDistiller-distilled 4x student (adapters trained and synchronised, teacher
+    unwrapped)."""
     _need(KD_CFG, 'pcdet/distill/__init__.py')
     single, multi = tmp_path / 'single', tmp_path / 'multi'
     single.mkdir()
@@ -237,7 +238,7 @@ def test_e2e_torchrun_sync_bn_training_equals_single_process(tiny, tmp_path, whi
         assert (which == 'kd') == (len(b.get('distill_state', {})) > 0)
         # step 2: one PFN channel of the untrained pp4x has a near-zero batch variance and amplifies float32
         # rounding to 1.05e-5 on a 7e-4 update (measured); a per-rank loss normalisation bug gave 5e-5 at step 1
-        tol = 1e-5 if step == 1 else 3e-5
+        tol = 1e-5 if step == 1 or which == 'kd' else 3e-5
         for group in [g for g in ('model_state', 'distill_state') if g in a]:
             for k, v in a[group].items():
                 torch.testing.assert_close(b[group][k].double(), v.double(), rtol=tol, atol=tol,

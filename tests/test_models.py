@@ -18,6 +18,7 @@ import torch
 from easydict import EasyDict
 
 from pcdet.config import cfg_from_yaml_file
+from pcdet.datasets.dataset_meta import DatasetMeta
 from pcdet.models import build_network, load_data_to_gpu, model_fn_decorator
 from pcdet.models.model_utils.checkpoint_loading import CheckpointMismatchError
 from pcdet.models.registry import RegistryKeyError, lookup, make_registry
@@ -30,19 +31,6 @@ KITTI_PP_RANGE = [0, -39.68, -3, 69.12, 39.68, 1]
 KITTI_RANGE = [0, -40, -3, 70.4, 40, 1]
 # small test scenes: 10.24 m x 10.24 m in front of the sensor
 SMALL_RANGE = [0, -5.12, -3, 10.24, 5.12, 1]
-
-
-class GeometryStandIn:
-    """The attributes of a dataset that ``build_network`` reads (not a mock: no methods are used)."""
-
-    def __init__(self, point_cloud_range, voxel_size, class_names=('Car', 'Pedestrian', 'Cyclist')):
-        self.point_cloud_range = np.array(point_cloud_range, dtype=np.float32)
-        self.voxel_size = np.array(voxel_size, dtype=np.float32)
-        extent = self.point_cloud_range[3:6] - self.point_cloud_range[0:3]
-        self.grid_size = np.round(extent / self.voxel_size).astype(np.int64)
-        self.class_names = list(class_names)
-        self.point_feature_encoder = EasyDict(num_point_features=4)
-        self.depth_downsample_factor = None
 
 
 def load_cfg(rel_path, tmp_path_factory=None):
@@ -63,7 +51,7 @@ def load_cfg(rel_path, tmp_path_factory=None):
 def build(rel_cfg, point_cloud_range, voxel_size, seed=0):
     torch.manual_seed(seed)
     cfg = load_cfg(rel_cfg)
-    dataset = GeometryStandIn(point_cloud_range, voxel_size, cfg.CLASS_NAMES)
+    dataset = DatasetMeta(point_cloud_range, voxel_size, cfg.CLASS_NAMES)
     return build_network(cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=dataset), cfg
 
 
@@ -308,10 +296,11 @@ def test_pointpillars_never_imports_spconv():
         from easydict import EasyDict
         sys.path.insert(0, {str(REPO)!r})
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from test_models import GeometryStandIn, load_cfg
+        from test_models import load_cfg
+        from pcdet.datasets.dataset_meta import DatasetMeta
         from pcdet.models import build_network
         cfg = load_cfg('kitti_models/pointpillar.yaml')
-        model = build_network(cfg.MODEL, 3, GeometryStandIn({SMALL_RANGE}, [0.16, 0.16, 4]))
+        model = build_network(cfg.MODEL, 3, DatasetMeta({SMALL_RANGE}, [0.16, 0.16, 4]))
         model.eval()
         # three hand-made pillars in sample 0
         voxels = torch.zeros(3, 32, 4)
@@ -338,4 +327,4 @@ def test_registries_reject_unknown_and_duplicate_names():
     cfg = load_cfg('kitti_models/pointpillar.yaml')
     cfg.MODEL.BACKBONE_2D.NAME = 'NoSuchBackbone'
     with pytest.raises(KeyError, match='MODEL.BACKBONE_2D.NAME'):
-        build_network(cfg.MODEL, 3, GeometryStandIn(SMALL_RANGE, [0.16, 0.16, 4]))
+        build_network(cfg.MODEL, 3, DatasetMeta(SMALL_RANGE, [0.16, 0.16, 4]))

@@ -8,7 +8,8 @@ Writes ``<out>/benchmark_results.json`` (every run's AP dict), ``<out>/BENCHMARK
 cell), ``<out>/map_vs_params.png`` and ``<out>/bev_examples.png``.
 
     python tools/benchmark_distill.py --seeds 0 1 2 --out output/benchmark
-    python tools/benchmark_distill.py --quick            # one seed, short schedules, 4x PointPillars only
+    python tools/benchmark_distill.py --quick --seeds 0  # the quickstart's runs + the baselines, 4x PointPillars
+    python tools/benchmark_distill.py --quick --seeds 1 2 --methods PointDistiller   # more seeds, same schedule
 """
 import argparse
 import json
@@ -45,21 +46,33 @@ def parse_args(argv=None):
     p.add_argument('--student_epochs', type=int, default=16)
     p.add_argument('--num_train', type=int, default=1000)
     p.add_argument('--num_val', type=int, default=300)
-    p.add_argument('--data_path', default=str(ROOT / 'data' / 'kitti_synth_bench'))
+    p.add_argument('--data_path', default=None, help='default data/kitti_synth_bench (data/kitti_synth with --quick)')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--out', default=str(ROOT / 'output' / 'benchmark'))
-    p.add_argument('--quick', action='store_true', help='one seed, 4x PointPillars only, short schedules')
+    p.add_argument('--methods', nargs='+', default=METHOD_ORDER[1:], choices=METHOD_ORDER[1:],
+                   help='distillation methods to run (the plain student and the teachers always run)')
+    p.add_argument('--quick', action='store_true',
+                   help="the quickstart's data and schedule, 4x PointPillars only; seed 0 reuses the "
+                        "quickstart's three trainings")
     args = p.parse_args(argv)
+    args.tag = 'bench_seed{seed}'
     if args.quick:
-        args.seeds, args.students = args.seeds[:1], ['PointPillars 4x']
-        args.teacher_epochs, args.student_epochs = 10, 8
-        args.num_train, args.num_val = 480, 120
+        from quickstart import PRESETS
+        preset = PRESETS['full']
+        args.students = ['PointPillars 4x']
+        args.teacher_epochs, args.student_epochs = preset['teacher_epochs'], preset['student_epochs']
+        args.num_train, args.num_val = preset['num_train'], preset['num_val']
+        args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth')
+        # seed 0 is the quickstart's own run (its output folders: its three trainings are not repeated)
+        args.tag = 'quickstart{seed}'
+    args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth_bench')
     return args
 
 
-def train(cfg_name, epochs, seed, data_path, workers, teacher_ckpt=None):
+def train(cfg_name, epochs, seed, data_path, workers, teacher_ckpt=None, tag='bench_seed{seed}'):
     from quickstart import ensure_trained
-    return ensure_trained(cfg_name, epochs, None, data_path, f'bench_seed{seed}', workers, teacher_ckpt, seed)
+    tag = tag.format(seed=f'_seed{seed}' if seed else '') if tag.startswith('quickstart') else tag.format(seed=seed)
+    return ensure_trained(cfg_name, epochs, None, data_path, tag, workers, teacher_ckpt, seed)
 
 
 def main(argv=None):
@@ -87,25 +100,27 @@ def main(argv=None):
         teacher_ckpts = {}
         for tname in sorted(needed_teachers):
             cfg_t = TEACHERS[tname]
-            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers)
+            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers, tag=args.tag)
             record(f'{tname} teacher|teacher|{seed}', cfg_t, teacher_ckpts[tname])
         for sname in args.students:
             tname, plain_cfg, methods = STUDENTS[sname]
-            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers)
+            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, tag=args.tag)
             record(f'{sname}|plain|{seed}', plain_cfg, ckpt)
-            for method, kd_cfg in methods.items():
-                ckpt = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, teacher_ckpts[tname])
-                record(f'{sname}|{method}|{seed}', plain_cfg, ckpt)
+            for method, kd_cfg in [(m, c) for m, c in methods.items() if m in args.methods]:
+                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, teacher_ckpts[tname],
+                             args.tag)
+                record(f'{sname}|{method}|{seed}', plain_cfg, path)
 
     write_report(results, out)
     if 'PointPillars 4x' in args.students:
         seed = args.seeds[0]
-        ckpts = [('teacher', TEACHERS['PointPillars'], train(TEACHERS['PointPillars'], args.teacher_epochs, seed,
-                                                               data_path, args.workers)),
-                 ('4x plain', 'pointpillar_4x.yaml', train('pointpillar_4x.yaml', args.student_epochs, seed,
-                                                           data_path, args.workers)),
+        def ckpt(cfg_name, epochs):  # all trained above: found, not retrained
+            return train(cfg_name, epochs, seed, data_path, args.workers, tag=args.tag)
+
+        ckpts = [('teacher', TEACHERS['PointPillars'], ckpt(TEACHERS['PointPillars'], args.teacher_epochs)),
+                 ('4x plain', 'pointpillar_4x.yaml', ckpt('pointpillar_4x.yaml', args.student_epochs)),
                  ('4x + PointDistiller', 'pointpillar_4x.yaml',
-                  train('pointpillar_4x_pointdistiller.yaml', args.student_epochs, seed, data_path, args.workers))]
+                  ckpt('pointpillar_4x_pointdistiller.yaml', args.student_epochs))]
         bev_examples(ckpts, data_path, out / 'bev_examples.png')
     print((out / 'BENCHMARK.md').read_text())
 

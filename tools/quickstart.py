@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
 
 # Sizes of the two modes. 'full' is tuned to finish in about 20 minutes on 2 CPU cores.
 PRESETS = {
-    'full': dict(num_train=480, num_val=120, teacher_epochs=10, student_epochs=8, batch_size=4),
+    'full': dict(num_train=240, num_val=80, teacher_epochs=8, student_epochs=8, batch_size=4),
     'tiny': dict(num_train=4, num_val=2, teacher_epochs=1, student_epochs=1, batch_size=2),
 }
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import _init_path  # noqa: F401  (puts the repo root on sys.path)
 
-from pcdet.config import cfg, cfg_from_list, cfg_from_yaml_file, log_config_to_file
+from pcdet.config import cfg, log_config_to_file
 from pcdet.utils import common_utils, dist_utils
-from train_utils import add_common_args, resolve_cfg_file, select_device, setup_cfg_and_dist
+from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist
 
 
 def parse_config(argv=None):
@@ -26,14 +26,7 @@ def parse_config(argv=None):
     parser.add_argument('--eval_all', action='store_true', default=False, help='evaluate all checkpoints')
     parser.add_argument('--ckpt_dir', type=str, default=None, help='checkpoint folder for --eval_all')
     parser.add_argument('--infer_time', action='store_true', default=False, help='measure inference time')
-    parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER,
-                        help='set extra config keys if needed')
-    args = parser.parse_args(argv)
-    args.cfg_file = resolve_cfg_file(args.cfg_file)
-    cfg_from_yaml_file(args.cfg_file, cfg)
-    if args.set_cfgs is not None:
-        cfg_from_list(args.set_cfgs, cfg)
-    return args, cfg
+    return parse_args_and_config(parser, argv, cfg)
 
 
 def _epoch_id_of(path):

@@ -23,6 +23,22 @@ def add_common_args(parser, max_waiting_mins):
                         help='auto: CUDA if available, else CPU')
 
 
+def parse_args_and_config(parser, argv, cfg):
+    """Add ``--set`` (last: it takes the rest of the line), parse, load ``--cfg_file`` into ``cfg`` and apply the
+    overrides. Returns ``(args, cfg)``."""
+    import argparse
+
+    from pcdet.config import cfg_from_list, cfg_from_yaml_file
+    parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER,
+                        help='set extra config keys if needed')
+    args = parser.parse_args(argv)
+    args.cfg_file = resolve_cfg_file(args.cfg_file)
+    cfg_from_yaml_file(args.cfg_file, cfg)
+    if args.set_cfgs is not None:
+        cfg_from_list(args.set_cfgs, cfg)
+    return args, cfg
+
+
 def resolve_cfg_file(cfg_file):
     """Absolute config path: as given from the CWD, else relative to the repo root, else to ``tools/``."""
     root = Path(__file__).resolve().parents[2]

@@ -328,3 +328,14 @@ def test_registries_reject_unknown_and_duplicate_names():
     cfg.MODEL.BACKBONE_2D.NAME = 'NoSuchBackbone'
     with pytest.raises(KeyError, match='MODEL.BACKBONE_2D.NAME'):
         build_network(cfg.MODEL, 3, DatasetMeta(SMALL_RANGE, [0.16, 0.16, 4]))
+
+
+def test_dataset_meta_from_cfg_matches_the_dataset_geometry():
+    cfg = load_cfg('kitti_synth_models/pointpillar.yaml')
+    meta = DatasetMeta.from_cfg(cfg, training=False)
+    np.testing.assert_array_equal(meta.grid_size, [128, 128, 1])       # 40.96 m / 0.32 m pillars
+    assert meta.max_voxels == 8000 and meta.point_feature_encoder.num_point_features == 4
+    cfg.DATA_CONFIG.DATA_PROCESSOR = [p for p in cfg.DATA_CONFIG.DATA_PROCESSOR
+                                      if p.NAME != 'transform_points_to_voxels']
+    with pytest.raises(KeyError, match='DATA_CONFIG.DATA_PROCESSOR has no transform_points_to_voxels'):
+        DatasetMeta.from_cfg(cfg)

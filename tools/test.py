@@ -14,9 +14,9 @@ from pathlib import Path
 
 import _init_path  # noqa: F401  (puts the repo root on sys.path)
 
-from pcdet.config import cfg, log_config_to_file
-from pcdet.utils import common_utils, dist_utils
-from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist
+from pcdet.config import cfg
+from pcdet.utils import dist_utils
+from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist, start_run_log
 
 
 def parse_config(argv=None):
@@ -60,12 +60,7 @@ def main(argv=None):
         eval_output_dir = eval_output_dir / args.eval_tag
     eval_output_dir.mkdir(parents=True, exist_ok=True)
     log_file = eval_output_dir / ('log_eval_%s.txt' % datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
-    logger = common_utils.create_logger(log_file, rank=cfg.LOCAL_RANK)
-    logger.info('**********************Start logging**********************')
-    logger.info('device %s, world size %d, total batch size %d', device, world_size, world_size * args.batch_size)
-    for key, val in vars(args).items():
-        logger.info('{:16} {}'.format(key, val))
-    log_config_to_file(cfg, logger=logger)
+    logger = start_run_log(log_file, args, cfg, device, world_size)
 
     from pcdet.datasets import build_dataloader
     from pcdet.models import build_network

@@ -17,9 +17,9 @@ from pathlib import Path
 import _init_path  # noqa: F401  (puts the repo root on sys.path)
 import torch
 
-from pcdet.config import cfg, log_config_to_file
+from pcdet.config import cfg
 from pcdet.utils import checkpoint_utils, common_utils, dist_utils
-from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist
+from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist, start_run_log
 
 
 def parse_config(argv=None):
@@ -90,12 +90,7 @@ def main(argv=None):
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     log_file = output_dir / ('train_%s.log' % datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
-    logger = common_utils.create_logger(log_file, rank=cfg.LOCAL_RANK)
-    logger.info('**********************Start logging**********************')
-    logger.info('device %s, world size %d, total batch size %d', device, world_size, world_size * args.batch_size)
-    for key, val in vars(args).items():
-        logger.info('{:16} {}'.format(key, val))
-    log_config_to_file(cfg, logger=logger)
+    logger = start_run_log(log_file, args, cfg, device, world_size)
     if cfg.LOCAL_RANK == 0:
         shutil.copy(args.cfg_file, output_dir / Path(args.cfg_file).name)
     tb_log = None

@@ -39,6 +39,19 @@ def parse_args_and_config(parser, argv, cfg):
     return args, cfg
 
 
+def start_run_log(log_file, args, cfg, device, world_size):
+    """Rank-0 logger writing to ``log_file``, started with the device, the flags and the resolved config."""
+    from pcdet.config import log_config_to_file
+    from pcdet.utils import common_utils
+    logger = common_utils.create_logger(log_file, rank=cfg.LOCAL_RANK)
+    logger.info('**********************Start logging**********************')
+    logger.info('device %s, world size %d, total batch size %d', device, world_size, world_size * args.batch_size)
+    for key, val in vars(args).items():
+        logger.info('{:16} {}'.format(key, val))
+    log_config_to_file(cfg, logger=logger)
+    return logger
+
+
 def resolve_cfg_file(cfg_file):
     """Absolute config path: as given from the CWD, else relative to the repo root, else to ``tools/``."""
     root = Path(__file__).resolve().parents[2]

@@ -56,7 +56,6 @@ class GraphConvAdapter(nn.Module):
         sum_i q_i . sum_{j in N(i)} p_j), and BN's affine map folds into p and q. Updates the BN running
         statistics in training mode, as ``nn.BatchNorm2d`` does.
         """
-        from .graph_kernels import neighbour_sum
 
         if feats.dim() != 2 or feats.shape[1] != self.in_channels:
             raise ValueError(f'GraphConvAdapter: expected feats (M, {self.in_channels}), got {tuple(feats.shape)}')
@@ -67,20 +66,10 @@ class GraphConvAdapter(nn.Module):
         proj_j = feats @ w_j.t()                           # (M, C') every candidate projected once
         proj_i = feats.index_select(0, center) @ w_i.t()   # (N, C')
         bn = self.bn
-        n, k = neighbours.shape
-        if dist_utils.bn_stats_synced(bn):
-            # --sync_bn under DDP: the statistics of the edges of every rank, from all-reduced sums
-            a_c, b_c, var = self._synced_stats(proj_j, proj_i, neighbours)
-        elif bn.training or not bn.track_running_stats:
-            total = n * k
-            cnt = torch.bincount(neighbours.reshape(-1), minlength=feats.shape[0]).to(proj_j.dtype)  # in-degree
-            mean_j = (cnt @ proj_j) / total
-            mean_i = proj_i.mean(dim=0)
-            a_c, b_c = proj_j - mean_j, proj_i - mean_i
-            cross = (b_c * neighbour_sum(a_c, neighbours)).sum(dim=0)
-            var = ((cnt @ a_c.pow(2)) + 2.0 * cross + k * b_c.pow(2).sum(dim=0)) / total
-            if bn.training and bn.track_running_stats:
-                self._update_running_stats((mean_j + mean_i).detach(), var.detach(), total)
+        if bn.training or not bn.track_running_stats:
+            # --sync_bn under DDP: the statistics of the edges of every rank (all-reduced sums)
+            reduce = dist_utils.all_reduce_sum if dist_utils.bn_stats_synced(bn) else (lambda t: t)
+            a_c, b_c, var = self._edge_stats(proj_j, proj_i, neighbours, reduce)
         else:
             var = bn.running_var
             a_c, b_c = proj_j, proj_i - bn.running_mean
@@ -89,27 +78,29 @@ class GraphConvAdapter(nn.Module):
             scale = scale * bn.weight
         return a_c * scale, b_c * scale + (bn.bias if bn.affine else 0.0)
 
-    def _synced_stats(self, proj_j, proj_i, neighbours):
-        """Centred node terms and the variance of the edge pre-activations over all ranks.
+    def _edge_stats(self, proj_j, proj_i, neighbours, reduce):
+        """Centred node terms (a_c (M, C'), b_c (N, C')) and the biased variance (C',) of the edge
+        pre-activations x_ij = p_j + q_i, from node sums (x_ij - mean = a_c[j] + b_c[i]).
 
-        Each rank contributes sum(x) and sum(x^2) over its N*K edges (x_ij = p_j + q_i), computed from node sums;
-        the all-reduce is differentiable, so gradients through the statistics are exact, as in SyncBatchNorm.
+        ``reduce`` sums a tensor over the ranks (identity in one process); the mean comes first and the variance
+        from centred terms, two rounds as in ``CPUSyncBatchNorm``, for float32 stability. The all-reduce is
+        differentiable, so gradients through the statistics are exact. Updates the running statistics in training.
         """
         from .graph_kernels import neighbour_sum
 
         n, k = neighbours.shape
-        cnt = torch.bincount(neighbours.reshape(-1), minlength=proj_j.shape[0]).to(proj_j.dtype)
-        s1 = cnt @ proj_j + k * proj_i.sum(dim=0)
-        s2 = (cnt @ proj_j.pow(2) + 2.0 * (proj_i * neighbour_sum(proj_j, neighbours)).sum(dim=0)
-              + k * proj_i.pow(2).sum(dim=0))
-        stats = dist_utils.all_reduce_sum(torch.cat([s1, s2, proj_j.new_tensor([float(n * k)])]))
         c = self.out_channels
-        total = stats[-1]
-        mean = stats[:c] / total
-        var = (stats[c:2 * c] / total - mean.pow(2)).clamp_min(0.0)
-        if self.bn.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach(), int(total.item()))
-        return proj_j - mean, proj_i, var
+        cnt = torch.bincount(neighbours.reshape(-1), minlength=proj_j.shape[0]).to(proj_j.dtype)  # in-degree
+        sums = reduce(torch.cat([cnt @ proj_j, proj_i.sum(dim=0), proj_j.new_tensor([float(n)])]))
+        n_all = sums[-1]
+        total = n_all * k
+        mean_j, mean_i = sums[:c] / total, sums[c:2 * c] / n_all
+        a_c, b_c = proj_j - mean_j, proj_i - mean_i
+        cross = (b_c * neighbour_sum(a_c, neighbours)).sum(dim=0)
+        var = reduce(cnt @ a_c.pow(2) + 2.0 * cross + k * b_c.pow(2).sum(dim=0)) / total
+        if self.bn.training and self.bn.track_running_stats:
+            self._update_running_stats((mean_j + mean_i).detach(), var.detach(), int(total.item()))
+        return a_c, b_c, var
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count):

@@ -1,7 +1,9 @@
 """Shared pytest fixtures: the real KITTI sample frames and a temporary KITTI root built from them.
 
-The samples live outside the repository, in ``<repo>/../shared/data/kitti_samples`` (13 real frames); tests
-never write into that directory. When it is absent the tests that need it are skipped with the reason.
+The samples live outside the repository, in ``<shared>/data/kitti_samples`` (13 real frames), where ``<shared>`` is
+``$PCDET_SHARED_DIR`` or ``<repo>/../shared``; tests never write there. The OpenPCDet state_dict reference is
+``<shared>/spec/openpcdet_state_dicts.json``. When a file is absent the tests that need it are skipped with the
+reason.
 """
 import os
 import tempfile
@@ -10,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-KITTI_SAMPLES = (REPO_ROOT.parent / 'shared' / 'data' / 'kitti_samples').resolve()
+SHARED_DIR = Path(os.environ.get('PCDET_SHARED_DIR') or REPO_ROOT.parent / 'shared').resolve()
+KITTI_SAMPLES = SHARED_DIR / 'data' / 'kitti_samples'
+STATE_DICT_SPEC = SHARED_DIR / 'spec' / 'openpcdet_state_dicts.json'
 
 # numba caches compiled kernels next to the source by default; point it at a writable tmp dir instead
 # (only when the user has not chosen one).
@@ -22,8 +26,18 @@ if 'NUMBA_CACHE_DIR' not in os.environ:
 def kitti_samples_dir():
     """Read-only real KITTI samples: ``training/{velodyne,calib,label_2,image_2,planes}``, ``ImageSets``."""
     if not (KITTI_SAMPLES / 'training' / 'calib').is_dir():
-        pytest.skip(f'KITTI sample frames not found at {KITTI_SAMPLES} (expected <repo>/../shared/data/kitti_samples)')
+        pytest.skip(f'KITTI sample frames not found at {KITTI_SAMPLES} (set PCDET_SHARED_DIR or use '
+                    '<repo>/../shared)')
     return KITTI_SAMPLES
+
+
+@pytest.fixture(scope='session')
+def openpcdet_state_dicts():
+    """OpenPCDet v0.6's state_dict names and shapes per model: ``{'pointpillar': [[name, shape], ...], ...}``."""
+    import json
+    if not STATE_DICT_SPEC.is_file():
+        pytest.skip(f'OpenPCDet state_dict reference not found at {STATE_DICT_SPEC} (set PCDET_SHARED_DIR)')
+    return json.loads(STATE_DICT_SPEC.read_text())
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ The detectors are built from the shipped YAML configs with ``GeometryStandIn``: 
 the fields ``build_network`` reads from a dataset (grid_size, point_cloud_range, voxel_size, class_names,
 point_feature_encoder.num_point_features, depth_downsample_factor); no dataset behaviour is involved.
 """
-import json
 import logging
 import shutil
 import subprocess
@@ -25,7 +24,6 @@ from pcdet.models.registry import RegistryKeyError, lookup, make_registry
 from pcdet.utils.box_coder_utils import ResidualCoder
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO.parent / 'shared' / 'spec' / 'openpcdet_state_dicts.json'
 CFGS = REPO / 'tools' / 'cfgs'
 KITTI_PP_RANGE = [0, -39.68, -3, 69.12, 39.68, 1]
 KITTI_RANGE = [0, -40, -3, 70.4, 40, 1]
@@ -111,8 +109,8 @@ def clone_batch(batch):
 # ---------------------------------------------------------------- state_dict compatibility with OpenPCDet v0.6
 @pytest.mark.parametrize('name,pcr,voxel', [('pointpillar', KITTI_PP_RANGE, [0.16, 0.16, 4]),
                                             ('second', KITTI_RANGE, [0.05, 0.05, 0.1])])
-def test_state_dict_matches_openpcdet(name, pcr, voxel):
-    ref = json.loads(SPEC.read_text())
+def test_state_dict_matches_openpcdet(name, pcr, voxel, openpcdet_state_dicts):
+    ref = openpcdet_state_dicts
     model, _ = build(f'kitti_models/{name}.yaml', pcr, voxel)
     got = [[k, list(v.shape)] for k, v in model.state_dict().items()]
     assert got == ref[name]  # names, shapes and order

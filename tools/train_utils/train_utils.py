@@ -19,8 +19,6 @@ from pcdet.utils import checkpoint_utils, common_utils
 from pcdet.utils.dist_utils import get_dist_info
 
 
-
-
 def make_amp(use_amp, device, logger=None):
     """Return ``(autocast_context_factory, GradScaler)`` for the device; AMP only on CUDA."""
     device_type = torch.device(device).type

@@ -1,18 +1,38 @@
 """Shared pytest fixtures: the real KITTI sample frames and a temporary KITTI root built from them.
 
 The samples live outside the repository, in ``<shared>/data/kitti_samples`` (13 real frames), where ``<shared>`` is
-``$PCDET_SHARED_DIR`` or ``<repo>/../shared``; tests never write there. The OpenPCDet state_dict reference is
+``$PCDET_SHARED_DIR``, ``<repo>/../shared`` or, in a clone of a local checkout, ``<origin>/../shared``; tests never
+write there. The OpenPCDet state_dict reference is
 ``<shared>/spec/openpcdet_state_dicts.json``. When a file is absent the tests that need it are skipped with the
 reason.
 """
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = Path(os.environ.get('PCDET_SHARED_DIR') or REPO_ROOT.parent / 'shared').resolve()
+
+
+def _find_shared_dir():
+    """``$PCDET_SHARED_DIR``, else ``<repo>/../shared``, else ``<origin>/../shared`` for a clone of a local checkout
+    (CI clones the working repository into a temporary folder)."""
+    if os.environ.get('PCDET_SHARED_DIR'):
+        return Path(os.environ['PCDET_SHARED_DIR']).resolve()
+    candidates = [REPO_ROOT.parent / 'shared']
+    try:
+        origin = subprocess.run(['git', 'config', '--get', 'remote.origin.url'], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ''
+    if origin and '://' not in origin and ':' not in origin.split('/')[0]:   # a local path, not a URL
+        candidates.append(Path(origin).expanduser().resolve().parent / 'shared')
+    return next((c.resolve() for c in candidates if c.is_dir()), candidates[0].resolve())
+
+
+SHARED_DIR = _find_shared_dir()
 KITTI_SAMPLES = SHARED_DIR / 'data' / 'kitti_samples'
 STATE_DICT_SPEC = SHARED_DIR / 'spec' / 'openpcdet_state_dicts.json'
 

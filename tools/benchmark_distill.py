@@ -55,7 +55,7 @@ def parse_args(argv=None):
                    help="the quickstart's data and schedule, 4x PointPillars only; seed 0 reuses the "
                         "quickstart's three trainings")
     args = p.parse_args(argv)
-    args.tag = 'bench_seed{seed}'
+    args.tag_of = lambda seed: f'bench_seed{seed}'   # output folder tag of one seed's runs
     if args.quick:
         from quickstart import PRESETS
         preset = PRESETS['full']
@@ -64,14 +64,13 @@ def parse_args(argv=None):
         args.num_train, args.num_val = preset['num_train'], preset['num_val']
         args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth')
         # seed 0 is the quickstart's own run (its output folders: its three trainings are not repeated)
-        args.tag = 'quickstart{seed}'
+        args.tag_of = lambda seed: 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
     args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth_bench')
     return args
 
 
-def train(cfg_name, epochs, seed, data_path, workers, teacher_ckpt=None, tag='bench_seed{seed}'):
+def train(cfg_name, epochs, seed, data_path, workers, tag, teacher_ckpt=None):
     from quickstart import ensure_trained
-    tag = tag.format(seed=f'_seed{seed}' if seed else '') if tag.startswith('quickstart') else tag.format(seed=seed)
     return ensure_trained(cfg_name, epochs, None, data_path, tag, workers, teacher_ckpt, seed)
 
 
@@ -100,22 +99,23 @@ def main(argv=None):
         teacher_ckpts = {}
         for tname in sorted(needed_teachers):
             cfg_t = TEACHERS[tname]
-            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers, tag=args.tag)
+            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers, args.tag_of(seed))
             record(f'{tname} teacher|teacher|{seed}', cfg_t, teacher_ckpts[tname])
         for sname in args.students:
             tname, plain_cfg, methods = STUDENTS[sname]
-            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, tag=args.tag)
+            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, args.tag_of(seed))
             record(f'{sname}|plain|{seed}', plain_cfg, ckpt)
             for method, kd_cfg in [(m, c) for m, c in methods.items() if m in args.methods]:
-                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, teacher_ckpts[tname],
-                             args.tag)
+                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, args.tag_of(seed),
+                             teacher_ckpts[tname])
                 record(f'{sname}|{method}|{seed}', plain_cfg, path)
 
     write_report(results, out)
-    if 'PointPillars 4x' in args.students:
+    if 'PointPillars 4x' in args.students and 'PointDistiller' in args.methods:
         seed = args.seeds[0]
+
         def ckpt(cfg_name, epochs):  # all trained above: found, not retrained
-            return train(cfg_name, epochs, seed, data_path, args.workers, tag=args.tag)
+            return train(cfg_name, epochs, seed, data_path, args.workers, args.tag_of(seed))
 
         ckpts = [('teacher', TEACHERS['PointPillars'], ckpt(TEACHERS['PointPillars'], args.teacher_epochs)),
                  ('4x plain', 'pointpillar_4x.yaml', ckpt('pointpillar_4x.yaml', args.student_epochs)),

@@ -99,17 +99,18 @@ class GraphConvAdapter(nn.Module):
         cross = (b_c * neighbour_sum(a_c, neighbours)).sum(dim=0)
         var = reduce(cnt @ a_c.pow(2) + 2.0 * cross + k * b_c.pow(2).sum(dim=0)) / total
         if self.bn.training and self.bn.track_running_stats:
-            self._update_running_stats((mean_j + mean_i).detach(), var.detach(), int(total.item()))
+            self._update_running_stats((mean_j + mean_i).detach(), var.detach(), total.detach())
         return a_c, b_c, var
 
     @torch.no_grad()
     def _update_running_stats(self, mean, var, count):
-        """BatchNorm's running-statistics update (unbiased variance), as ``nn.BatchNorm2d`` does it."""
+        """BatchNorm's running-statistics update (unbiased variance), as ``nn.BatchNorm2d`` does it. ``count`` is a
+        0-dim tensor (no host synchronisation on CUDA)."""
         bn = self.bn
         bn.num_batches_tracked.add_(1)
         momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
         bn.running_mean.mul_(1 - momentum).add_(momentum * mean)
-        bn.running_var.mul_(1 - momentum).add_(momentum * var * count / max(count - 1, 1))
+        bn.running_var.mul_(1 - momentum).add_(momentum * var * count / (count - 1).clamp(min=1))
 
     def forward_dense(self, edges):
         """Literal form on an explicit edge tensor ``edges`` (B, 2C, N, K) -> (B, C', N, K)."""

@@ -8,10 +8,10 @@ Two functions need all N*K edges:
 - ``edge_relu_mse(a_s, b_s, a_t, b_t, nbr, w)`` -> scalar:
   ``sum_i w_i sum_{k,c} (relu(a_s[j] + b_s[i]) - relu(a_t[j] + b_t[i]))^2 / (N K C')``, j = nbr[i, k].
 
-On CPU tensors both run as serial numba kernels: one pass over the edges forward, one backward, nothing
-edge-sized in memory (serial because the loop is memory-light, compiles in a fraction of a parallel kernel's
-time and the 2-core CPU target gains little from threads). Elsewhere (CUDA) they run as the plain torch
-expressions (``*_torch``), which the tests compare against.
+On CPU tensors both run as parallel numba kernels: one pass over the edges forward, one backward, nothing
+edge-sized in memory. The backward scatters into per-node rows shared by many edges, so each thread scatters
+into its own (M, C') copy and the copies are summed (M is a few thousand pillars: small). Elsewhere (CUDA) they
+run as the plain torch expressions (``*_torch``), which the tests compare against.
 """
 import numpy as np
 import torch
@@ -24,78 +24,114 @@ def _numba_kernels():
     if 'k' in _KERNELS:
         return _KERNELS['k']
     try:
-        from numba import njit
+        from numba import njit, prange
     except ImportError:  # numba is a dependency; without it the torch path still works
         _KERNELS['k'] = None
         return None
 
     @njit(cache=True)
+    def _partition(n, threads):
+        """(parts, bounds): rows 0..n-1 cut into one contiguous range per thread, bounds (parts + 1,).
+        ``threads`` comes from the caller (numba.get_num_threads() inside a kernel stops on-disk caching)."""
+        parts = max(1, min(threads, n))
+        bounds = np.empty(parts + 1, np.int64)
+        for p in range(parts + 1):
+            bounds[p] = p * n // parts
+        return parts, bounds
+
+    @njit(cache=True, parallel=True)
     def nsum_fwd(a, nbr):
         n, k = nbr.shape
         c = a.shape[1]
         out = np.zeros((n, c), np.float32)
-        for i in range(n):
+        for i in prange(n):                      # each task owns its output rows
+            row = out[i]
             for kk in range(k):
-                j = nbr[i, kk]
+                src = a[nbr[i, kk]]
                 for ch in range(c):
-                    out[i, ch] += a[j, ch]
+                    row[ch] += src[ch]
         return out
 
-    @njit(cache=True)
-    def nsum_bwd(grad, nbr, m):
+    @njit(cache=True, parallel=True)
+    def nsum_bwd(grad, nbr, m, threads):
         n, k = nbr.shape
         c = grad.shape[1]
-        out = np.zeros((m, c), np.float32)
-        for i in range(n):
-            for kk in range(k):
-                j = nbr[i, kk]
-                for ch in range(c):
-                    out[j, ch] += grad[i, ch]
-        return out
+        parts, bounds = _partition(n, threads)
+        out = np.zeros((parts, m, c), np.float32)  # one scatter target per task: no write races
+        for p in prange(parts):
+            dst = out[p]
+            for i in range(bounds[p], bounds[p + 1]):
+                g = grad[i]
+                for kk in range(k):
+                    row = dst[nbr[i, kk]]
+                    for ch in range(c):
+                        row[ch] += g[ch]
+        return out.sum(axis=0)
 
-    @njit(cache=True)
+    @njit(cache=True, parallel=True)
     def mse_fwd(a_s, b_s, a_t, b_t, nbr, w):
         n, k = nbr.shape
         c = a_s.shape[1]
-        total = 0.0
-        for i in range(n):
+        per_node = np.zeros(n, np.float64)
+        zero = np.float32(0.0)
+        for i in prange(n):
             acc = 0.0
+            bs = b_s[i]
+            bt = b_t[i]
             for kk in range(k):
                 j = nbr[i, kk]
+                rs = a_s[j]
+                rt = a_t[j]
                 for ch in range(c):
-                    ys = max(a_s[j, ch] + b_s[i, ch], np.float32(0.0))
-                    yt = max(a_t[j, ch] + b_t[i, ch], np.float32(0.0))
-                    d = ys - yt
+                    d = max(rs[ch] + bs[ch], zero) - max(rt[ch] + bt[ch], zero)
                     acc += d * d
-            total += acc * w[i]
-        return total
+            per_node[i] = acc * w[i]
+        return per_node.sum()
 
-    @njit(cache=True)
-    def mse_bwd(a_s, b_s, a_t, b_t, nbr, w, coef):
+    @njit(cache=True, parallel=True)
+    def mse_bwd(a_s, b_s, a_t, b_t, nbr, w, coef, threads):
         n, k = nbr.shape
         m, c = a_s.shape
-        ga_s = np.zeros((m, c), np.float32)
-        ga_t = np.zeros((m, c), np.float32)
+        parts, bounds = _partition(n, threads)
+        ga_s = np.zeros((parts, m, c), np.float32)  # one scatter target per task: no write races
+        ga_t = np.zeros((parts, m, c), np.float32)
         gb_s = np.zeros((n, c), np.float32)
         gb_t = np.zeros((n, c), np.float32)
-        for i in range(n):
-            f = np.float32(coef * w[i])
-            for kk in range(k):
-                j = nbr[i, kk]
-                for ch in range(c):
-                    ps = a_s[j, ch] + b_s[i, ch]
-                    pt = a_t[j, ch] + b_t[i, ch]
-                    g = f * (max(ps, np.float32(0.0)) - max(pt, np.float32(0.0)))
-                    if ps > 0:
-                        ga_s[j, ch] += g
-                        gb_s[i, ch] += g
-                    if pt > 0:
-                        ga_t[j, ch] -= g
-                        gb_t[i, ch] -= g
-        return ga_s, gb_s, ga_t, gb_t
+        zero = np.float32(0.0)
+        for p in prange(parts):
+            dst_s = ga_s[p]
+            dst_t = ga_t[p]
+            for i in range(bounds[p], bounds[p + 1]):
+                f = np.float32(coef * w[i])
+                bs = b_s[i]
+                bt = b_t[i]
+                acc_s = gb_s[i]
+                acc_t = gb_t[i]
+                for kk in range(k):
+                    j = nbr[i, kk]
+                    rs = a_s[j]
+                    rt = a_t[j]
+                    out_s = dst_s[j]
+                    out_t = dst_t[j]
+                    for ch in range(c):         # branch-free: vectorises over the channels
+                        ps = rs[ch] + bs[ch]
+                        pt = rt[ch] + bt[ch]
+                        g = f * (max(ps, zero) - max(pt, zero))
+                        g_s = g if ps > zero else zero
+                        g_t = g if pt > zero else zero
+                        out_s[ch] += g_s
+                        acc_s[ch] += g_s
+                        out_t[ch] -= g_t
+                        acc_t[ch] -= g_t
+        return ga_s.sum(axis=0), gb_s, ga_t.sum(axis=0), gb_t
 
     _KERNELS['k'] = (nsum_fwd, nsum_bwd, mse_fwd, mse_bwd)
     return _KERNELS['k']
+
+
+def _threads():
+    import numba
+    return numba.get_num_threads()
 
 
 def _np(t, dtype=np.float32):
@@ -114,7 +150,7 @@ class _NeighbourSum(torch.autograd.Function):
     def backward(ctx, grad):
         (nbr,) = ctx.saved_tensors
         nsum_bwd = _numba_kernels()[1]
-        return torch.from_numpy(nsum_bwd(_np(grad), _np(nbr, np.int64), ctx.m)).to(grad.dtype), None
+        return torch.from_numpy(nsum_bwd(_np(grad), _np(nbr, np.int64), ctx.m, _threads())).to(grad.dtype), None
 
 
 class _EdgeReluMSE(torch.autograd.Function):
@@ -132,7 +168,7 @@ class _EdgeReluMSE(torch.autograd.Function):
         a_s, b_s, a_t, b_t, nbr, w = ctx.saved_tensors
         mse_bwd = _numba_kernels()[3]
         coef = 2.0 * float(grad) / ctx.denom
-        out = mse_bwd(_np(a_s), _np(b_s), _np(a_t), _np(b_t), _np(nbr, np.int64), _np(w), coef)
+        out = mse_bwd(_np(a_s), _np(b_s), _np(a_t), _np(b_t), _np(nbr, np.int64), _np(w), coef, _threads())
         return tuple(torch.from_numpy(g).to(a_s.dtype) for g in out) + (None, None)
 
 

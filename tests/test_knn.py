@@ -32,6 +32,39 @@ def test_matches_dense_reference_batched(num_query, num_ref, channels, k):
     assert bool((idx[..., 1:][same] > idx[..., :-1][same]).all())
 
 
+@pytest.mark.parametrize('method', ['rows', 'stream'])
+@pytest.mark.parametrize('num_ref,k', [(300, 1), (300, 37), (300, 300), (1100, 128)])
+def test_both_cpu_selections_match_dense_reference(method, num_ref, k):
+    """The row-histogram selection and the streaming insertion give the reference's exact output, also with
+    duplicated rows (distance ties), K = M, and all-equal rows (the histogram has no range)."""
+    from pcdet.ops.knn.knn_cpu import knn_numpy
+
+    gen = torch.Generator().manual_seed(num_ref + k)
+    query, ref = with_duplicates(gen, 2, 45, num_ref, 6)
+    ref[1, :] = 0.5                                         # sample 1: every reference identical
+    ref_idx, ref_dist = knn_dense_reference(query, ref, k)
+    idx, dist = knn_numpy(query.numpy(), ref.numpy(), k, sorted=True, method=method)
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    np.testing.assert_array_equal(dist, ref_dist.numpy())
+    idx_u, dist_u = knn_numpy(query.numpy(), ref.numpy(), k, sorted=False, method=method)
+    order = np.argsort(idx_u, axis=-1)                      # unsorted: the same (index, distance) pairs
+    np.testing.assert_array_equal(np.take_along_axis(idx_u, order, -1), np.sort(ref_idx.numpy(), axis=-1))
+    ref_order = np.argsort(ref_idx.numpy(), axis=-1)
+    np.testing.assert_array_equal(np.take_along_axis(dist_u, order, -1),
+                                  np.take_along_axis(ref_dist.numpy(), ref_order, -1))
+
+
+def test_unsorted_api_returns_the_same_neighbour_sets():
+    gen = torch.Generator().manual_seed(9)
+    query, ref = with_duplicates(gen, 1, 60, 900, 16)
+    idx, _ = knn(query, ref, 100, sorted=False)
+    ref_idx, _ = knn_dense_reference(query, ref, 100)
+    assert torch.equal(idx.sort(dim=-1).values, ref_idx.sort(dim=-1).values)
+    with pytest.raises(ValueError, match="method must be"):
+        from pcdet.ops.knn.knn_cpu import knn_numpy
+        knn_numpy(query.numpy(), ref.numpy(), 3, method='fast')
+
+
 def test_k_equals_m_and_n_equals_m_unbatched():
     gen = torch.Generator().manual_seed(7)
     points = torch.randn(300, 8, generator=gen)

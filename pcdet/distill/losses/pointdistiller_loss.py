@@ -148,9 +148,11 @@ class PointDistillerLoss(DistillLoss):
         for rows in sets:
             sel = top_nodes(scores[rows], min(o['NUM_NODES'], rows.numel()))
             ref = space.index_select(0, rows).float().contiguous()
-            nbr, _ = knn(ref[sel].unsqueeze(0), ref.unsqueeze(0), k)
+            # neighbour order does not matter to the graph conv (sums / max over K): skip the sort
+            nbr, _ = knn(ref[sel].unsqueeze(0), ref.unsqueeze(0), k, return_dist=False, sorted=False)
             nbr = nbr[0]
-            # The query must be one of its own neighbours; exact duplicates of lower index can push it out.
+            # The query must be one of its own neighbours; exact duplicates of lower index can push it out (then
+            # all K neighbours are at distance 0 and replacing any of them keeps the set a valid K nearest).
             missing = ~(nbr == sel.unsqueeze(1)).any(dim=1)
             if bool(missing.any()):
                 nbr[missing, -1] = sel[missing]

@@ -31,6 +31,8 @@ import numpy as np
 
 QUERY_BLOCK = 64   # queries per parallel task (multiple of 4); tuned on 2 Zen4 cores, C=64
 REF_TILE = 256     # references per tile: a C x 256 slice of ref_t stays in L2
+ROW_SELECT_MAX = 8192  # up to this many references whole distance rows may be kept and selected (knn_rows)
+HIST_BINS = 64     # histogram bins of the row selection
 
 
 @numba.njit(cache=True, nogil=True)
@@ -159,13 +161,211 @@ def knn_tiled(query, ref_t, k, out_idx, out_dist):
                 filled[qi] = n_filled
 
 
-def knn_numpy(query, ref, k):
-    """numpy wrapper: ``query (B, N, C)``, ``ref (B, M, C)`` (same float dtype) -> (idx int64, dist) (B, N, k)."""
+@numba.njit(cache=True, nogil=True, inline='always')
+def _key_less(d_a, i_a, d_b, i_b):
+    """(d_a, i_a) < (d_b, i_b) in the (distance, index) order of the output."""
+    return d_a < d_b or (d_a == d_b and i_a < i_b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_key(sel_d, sel_i, count, rank):
+    """The entry of 0-based ``rank`` in (distance, index) order among sel_d/sel_i[:count] (quickselect; the
+    scratch arrays are reordered). Keys are unique (indices are), so every partition shrinks the range."""
+    lo = 0
+    hi = count - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        sel_d[mid], sel_d[hi] = sel_d[hi], sel_d[mid]
+        sel_i[mid], sel_i[hi] = sel_i[hi], sel_i[mid]
+        pivot_d = sel_d[hi]
+        pivot_i = sel_i[hi]
+        store = lo
+        for t in range(lo, hi):
+            if _key_less(sel_d[t], sel_i[t], pivot_d, pivot_i):
+                sel_d[t], sel_d[store] = sel_d[store], sel_d[t]
+                sel_i[t], sel_i[store] = sel_i[store], sel_i[t]
+                store += 1
+        sel_d[store], sel_d[hi] = sel_d[hi], sel_d[store]
+        sel_i[store], sel_i[hi] = sel_i[hi], sel_i[store]
+        if store == rank:
+            break
+        if store < rank:
+            lo = store + 1
+        else:
+            hi = store - 1
+    return sel_d[rank], sel_i[rank]
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_keys(dist, idx, count):
+    """Sort dist/idx[:count] in place by (distance, index): quicksort (middle pivot) with insertion sort
+    below 16 entries, smaller part deferred (stack depth <= 2 log2(count) < 128 entries); no allocation."""
+    stack = np.empty(128, dtype=np.int64)
+    top = 0
+    stack[0] = 0
+    stack[1] = count - 1
+    top = 2
+    while top > 0:
+        hi = stack[top - 1]
+        lo = stack[top - 2]
+        top -= 2
+        while hi - lo >= 16:
+            mid = (lo + hi) // 2
+            pivot_d = dist[mid]
+            pivot_i = idx[mid]
+            left = lo
+            right = hi
+            while left <= right:
+                while _key_less(dist[left], idx[left], pivot_d, pivot_i):
+                    left += 1
+                while _key_less(pivot_d, pivot_i, dist[right], idx[right]):
+                    right -= 1
+                if left <= right:
+                    dist[left], dist[right] = dist[right], dist[left]
+                    idx[left], idx[right] = idx[right], idx[left]
+                    left += 1
+                    right -= 1
+            # recurse into the smaller part later (stack depth O(log n)), loop on the larger
+            if right - lo < hi - left:
+                stack[top] = left
+                stack[top + 1] = hi
+                top += 2
+                hi = right
+            else:
+                stack[top] = lo
+                stack[top + 1] = right
+                top += 2
+                lo = left
+        for t in range(lo + 1, hi + 1):
+            d = dist[t]
+            j = idx[t]
+            pos = t
+            while pos > lo and _key_less(d, j, dist[pos - 1], idx[pos - 1]):
+                dist[pos] = dist[pos - 1]
+                idx[pos] = idx[pos - 1]
+                pos -= 1
+            dist[pos] = d
+            idx[pos] = j
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_row(row, num_ref, k, want_sorted, bins, hist, cand_d, cand_i, sel_d, sel_i, out_d, out_i):
+    """The k smallest (distance, index) entries of one full distance row ``row[:num_ref]``.
+
+    A histogram of the row over ``HIST_BINS`` equal bins between its min and max finds the first bin by which
+    k entries have been seen; every entry of that bin or a lower one is a candidate (a few more than k), and
+    an exact quickselect on (distance, index) keys among the candidates picks the k. Bins are monotone in the
+    distance, so no entry of a higher bin can be among the k (at least k entries are strictly closer). The
+    passes over the row are branch-free (a quickselect over the whole row mispredicts about every other
+    comparison, which cost 5x more than computing the distances). Output in reference-index order, or sorted
+    by (distance, index) when ``want_sorted``.
+    """
+    lo = row[0]
+    hi = row[0]
+    for j in range(1, num_ref):
+        v = row[j]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    count = 0
+    span = hi - lo
+    if span > 0 and span < np.inf:
+        scale = HIST_BINS / span
+        hist[:] = 0
+        for j in range(num_ref):
+            b = min(np.int64((row[j] - lo) * scale), HIST_BINS - 1)
+            bins[j] = b
+            hist[b] += 1
+        cut = HIST_BINS - 1
+        seen = 0
+        for b in range(HIST_BINS):
+            seen += hist[b]
+            if seen >= k:
+                cut = b
+                break
+        for j in range(num_ref):      # branch-free compaction in index order
+            cand_d[count] = row[j]
+            cand_i[count] = j
+            count += bins[j] <= cut
+    else:                             # all distances equal (or overflowed to inf): every entry is a candidate
+        for j in range(num_ref):
+            cand_d[j] = row[j]
+            cand_i[j] = j
+        count = num_ref
+    if count > k:
+        sel_d[:count] = cand_d[:count]
+        sel_i[:count] = cand_i[:count]
+        kth_d, kth_i = _select_key(sel_d, sel_i, count, k - 1)
+        kept = 0
+        for t in range(count):        # the candidates with key <= the k-th key, still in index order
+            out_d[kept] = cand_d[t]
+            out_i[kept] = cand_i[t]
+            kept += not _key_less(kth_d, kth_i, cand_d[t], cand_i[t])
+            if kept == k:
+                break
+    else:
+        out_d[:k] = cand_d[:k]
+        out_i[:k] = cand_i[:k]
+    if want_sorted:
+        _sort_keys(out_d, out_i, k)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def knn_rows(query, ref_t, k, want_sorted, out_idx, out_dist):
+    """Exact kNN keeping each query's whole distance row (for M up to ``ROW_SELECT_MAX``).
+
+    Same arguments and exactness as ``knn_tiled``; per task the scratch is ``QUERY_BLOCK x M`` distances.
+    Output rows are in reference-index order, or sorted by (distance, index) when ``want_sorted``.
+    """
+    batch, num_query, channels = query.shape
+    num_ref = ref_t.shape[2]
+    num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
+    for task in numba.prange(batch * num_blocks):
+        b = task // num_blocks
+        q_start = (task % num_blocks) * QUERY_BLOCK
+        q_count = min(QUERY_BLOCK, num_query - q_start)
+        rows = np.empty((QUERY_BLOCK, num_ref), dtype=query.dtype)
+        tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
+        for t_start in range(0, num_ref, REF_TILE):
+            t_count = min(REF_TILE, num_ref - t_start)
+            _tile_distances(query, ref_t, b, q_start, q_count, t_start, t_count, tile_dist)
+            for qi in range(q_count):
+                rows[qi, t_start:t_start + t_count] = tile_dist[qi, :t_count]
+        bins = np.empty(num_ref, dtype=np.int64)
+        hist = np.empty(HIST_BINS, dtype=np.int64)
+        cand_d = np.empty(num_ref, dtype=query.dtype)
+        cand_i = np.empty(num_ref, dtype=np.int64)
+        sel_d = np.empty(num_ref, dtype=query.dtype)
+        sel_i = np.empty(num_ref, dtype=np.int64)
+        for qi in range(q_count):
+            _select_row(rows[qi], num_ref, k, want_sorted, bins, hist, cand_d, cand_i, sel_d, sel_i,
+                        out_dist[b, q_start + qi], out_idx[b, q_start + qi])
+
+
+def rows_pay_off(num_ref, k):
+    """Whether ``knn_rows`` beats ``knn_tiled`` for M = num_ref: the insertion buffer costs about
+    k^2 (1 + ln(M / k)) / 2 shifts per query, the row selection about 2 M, and rows beyond ~8k references
+    no longer stay in cache (measured on 2 EPYC cores: M=1700 K=128 rows 2x faster, K=16 stream 1.2x
+    faster; M=16384 K=128 even)."""
+    return num_ref <= ROW_SELECT_MAX and k * k * (1.0 + np.log(num_ref / k)) > 4.0 * num_ref
+
+
+def knn_numpy(query, ref, k, sorted=True, method='auto'):
+    """numpy wrapper: ``query (B, N, C)``, ``ref (B, M, C)`` (same float dtype) -> (idx int64, dist) (B, N, k).
+
+    ``sorted=False`` allows any order of each row's k neighbours (``rows`` returns them in index order).
+    ``method``: 'rows' keeps whole distance rows and selects by histogram (``knn_rows``), 'stream' walks the
+    references with a sorted insertion buffer (``knn_tiled``), 'auto' picks by ``rows_pay_off``.
+    """
+    if method not in ('auto', 'rows', 'stream'):
+        raise ValueError(f"knn_cpu.py: method must be 'auto', 'rows' or 'stream', got {method!r}")
     query = np.ascontiguousarray(query)
     ref_t = np.ascontiguousarray(np.transpose(ref, (0, 2, 1)))
     batch, num_query, _ = query.shape
     out_idx = np.empty((batch, num_query, k), dtype=np.int64)
     out_dist = np.empty((batch, num_query, k), dtype=query.dtype)
     if batch * num_query > 0:
-        knn_tiled(query, ref_t, k, out_idx, out_dist)
+        if method == 'rows' or (method == 'auto' and rows_pay_off(ref.shape[1], k)):
+            knn_rows(query, ref_t, k, sorted, out_idx, out_dist)
+        else:
+            knn_tiled(query, ref_t, k, out_idx, out_dist)
     return out_idx, out_dist

@@ -32,11 +32,12 @@ def test_matches_dense_reference_batched(num_query, num_ref, channels, k):
     assert bool((idx[..., 1:][same] > idx[..., :-1][same]).all())
 
 
-@pytest.mark.parametrize('method', ['rows', 'stream'])
+@pytest.mark.parametrize('method', ['rows', 'stream', 'guided'])
 @pytest.mark.parametrize('num_ref,k', [(300, 1), (300, 37), (300, 300), (1100, 128)])
 def test_both_cpu_selections_match_dense_reference(method, num_ref, k):
-    """The row-histogram selection and the streaming insertion give the reference's exact output, also with
-    duplicated rows (distance ties), K = M, and all-equal rows (the histogram has no range)."""
+    """The row-histogram selection, the streaming insertion and the guided collection give the reference's
+    exact output, also with duplicated rows (distance ties), K = M, and all-equal rows (the histogram has no
+    range; the guided threshold lets every row through)."""
     from pcdet.ops.knn.knn_cpu import knn_numpy
 
     gen = torch.Generator().manual_seed(num_ref + k)
@@ -52,6 +53,35 @@ def test_both_cpu_selections_match_dense_reference(method, num_ref, k):
     ref_order = np.argsort(ref_idx.numpy(), axis=-1)
     np.testing.assert_array_equal(np.take_along_axis(dist_u, order, -1),
                                   np.take_along_axis(ref_dist.numpy(), ref_order, -1))
+
+
+def test_guided_threshold_falls_back_when_the_sample_misleads():
+    """knn_guided flags the rows its sampled threshold got wrong (fewer than k inside it, or more than its
+    buffer) and knn_numpy redoes them: still exact."""
+    from pcdet.ops.knn import knn_cpu
+
+    gen = torch.Generator().manual_seed(21)
+    num_ref, k = 4096, 64
+    ref = 10 + torch.randn(1, num_ref, 8, generator=gen)
+    ref[:, ::knn_cpu.SAMPLE_STRIDE] -= 10           # the sample rows sit near the queries, the rest far away
+    ref[:, 1::2] = ref[:, 0:1]                      # sample 2 ... and half of all rows are one duplicate
+    query = torch.randn(1, 30, 8, generator=gen)
+    query[:, 15:] = ref[:, 0:1]
+    ref_idx, ref_dist = knn_dense_reference(query, ref, k)
+    idx, dist = knn_cpu.knn_numpy(query.numpy(), ref.numpy(), k, method='guided')
+    np.testing.assert_array_equal(idx, ref_idx.numpy())
+    np.testing.assert_array_equal(dist, ref_dist.numpy())
+    ref_t = np.ascontiguousarray(ref.numpy().transpose(0, 2, 1))
+    sample_t = np.ascontiguousarray(ref_t[:, :, ::knn_cpu.SAMPLE_STRIDE])
+    out_idx = np.empty((1, 30, k), np.int64)
+    out_dist = np.empty((1, 30, k), np.float32)
+    redo = np.zeros((1, 30), np.bool_)
+    knn_cpu.knn_guided(query.numpy(), ref_t, sample_t, k, 4, 8 * k, True, out_idx, out_dist, redo)
+    # rows 15.. sit on 2,049 identical references: all within the threshold (distance 0), more than the buffer
+    assert redo[0, 15:].all()
+    # rows 0..14 see ~4 sample rows within the threshold, fewer than k (unless row 0 and its copies are in)
+    assert redo[0, :15].all()
+    assert np.array_equal(out_idx[~redo], ref_idx.numpy()[~redo])
 
 
 def test_unsorted_api_returns_the_same_neighbour_sets():

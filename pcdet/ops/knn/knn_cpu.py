@@ -1,8 +1,13 @@
-"""Tiled exact k-nearest-neighbour kernel for CPU (numba, parallel over query blocks).
+"""Exact k-nearest-neighbour kernels for CPU (numba, parallel over query blocks of ``QUERY_BLOCK``).
 
-Never materialises the N x M distance matrix: each parallel task owns a block of ``QUERY_BLOCK`` queries and
-walks the references in tiles of ``REF_TILE`` columns, so its scratch is ``QUERY_BLOCK x REF_TILE`` distances
-plus the ``QUERY_BLOCK x k`` result buffers.
+None materialises the N x M distance matrix. All compute distances in tiles of ``QUERY_BLOCK x REF_TILE``
+(``_tile_distances``) and differ in how each query selects its k nearest, ``knn_numpy`` picking by size:
+- ``knn_rows`` (M up to ``ROW_SELECT_MAX`` and large K, e.g. PointDistiller's graph over one sample's ~2,000
+  pillars with K = 128): keeps each query's whole row, a histogram finds a cut, an exact selection the k;
+- ``knn_guided`` (large M, K >= 64): a threshold guessed from a strided sample, one pass collects every
+  reference within it, an exact selection the k; rows where the guess fails are redone by ``knn_tiled``;
+- ``knn_tiled`` (otherwise): streams the references through a sorted insertion buffer per query.
+Scratch per task: the tile, plus k-sized buffers (tiled), an M-sized row (rows) or a few k (guided).
 
 Exactness contract (shared with the CUDA kernel and ``knn_utils.knn_dense_reference``): the squared distance
 is accumulated channel by channel, ``d = 0; for c in 0..C-1: d = d + (q[c] - r[c]) * (q[c] - r[c])``, in the
@@ -10,24 +15,22 @@ input dtype, each operation rounded separately (no fast-math reassociation, no f
 implementation that follows this order produces bit-identical distances, hence identical neighbour lists.
 The channel loop is the outer loop and the reference loop the inner one, which lets the compiler vectorise
 across references without changing the per-distance summation order; that is why the references are passed
-transposed, ``(B, C, M)``.
+transposed, ``(B, C, M)``. The selections compare (distance, index) keys (``cpu_select``), so the k nearest
+are the same set in all kernels, ties going to the smaller index.
 
-Measured and rejected (2 EPYC cores, AVX2, N=6000, M=65536, K=128, C=64; dense matmul + topk 1.75 s, this
-kernel about 1.0 s): an exact variant that filters with a GEMM lower bound (``|q|^2 + |r|^2 - 2 q.r`` minus a
-rounding bound, exact distances only for survivors, about k (1 + ln(M / k)) per query) ran 2.2 s with numpy's
-GEMM between numba kernels (OpenBLAS threads keep spinning after each call and take the cores from numba's),
-1.25 s with torch's GEMM, 0.95 s only with ``OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE`` (environment
-that a library cannot set once numpy is loaded); BLAS called inside ``prange`` makes OpenBLAS warn about
-OpenMP loops; a numba-written product reached 40 GFLOP/s per core against OpenBLAS's 71. With M of a few
-thousand (PointDistiller on one sample) the filter barely prunes and was 3x slower. A max-heap or a
-2k-buffer with quickselect in place of the sorted insertion measured no faster at K = 128, M = 1,700.
-
-Ties: references are visited in increasing index order and a candidate enters the sorted buffer only if it is
-strictly closer than the current k-th, at the position after all entries with an equal distance, so the
-output is sorted by (distance, index).
+Measured and rejected (2 EPYC cores, AVX2, N=6000, M=65536, K=128, C=64; dense matmul + topk 1.75 s): an
+exact variant that filters with a GEMM lower bound (``|q|^2 + |r|^2 - 2 q.r`` minus a rounding bound, exact
+distances only for survivors) ran 2.2 s with numpy's GEMM between numba kernels (OpenBLAS threads keep
+spinning after each call and take the cores from numba's), 1.25 s with torch's GEMM, 0.95 s only with
+``OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE`` (environment that a library cannot set once numpy is
+loaded); BLAS called inside ``prange`` makes OpenBLAS warn about OpenMP loops; a numba-written product
+reached 40 GFLOP/s per core against OpenBLAS's 71. A max-heap, a pending-batch merge or a 2k-buffer with
+quickselect in place of the sorted insertion measured no faster than it.
 """
 import numba
 import numpy as np
+
+from .cpu_select import _insert, _keep_k, _sort_keys
 
 QUERY_BLOCK = 64   # queries per parallel task (multiple of 4); tuned on 2 Zen4 cores, C=64
 REF_TILE = 512     # references per tile: a C x 512 slice of ref_t stays in L2 (512: 10% faster than 256)
@@ -35,21 +38,6 @@ SCAN_GROUP = 16    # tile entries whose minimum is tested against the k-th dista
 ROW_SELECT_MAX = 8192  # up to this many references whole distance rows may be kept and selected (knn_rows)
 HIST_BINS = 64     # histogram bins of the row selection
 SAMPLE_STRIDE = 16  # knn_guided: every 16th reference is in the sample that sets the threshold
-
-
-@numba.njit(cache=True, nogil=True)
-def _insert(dist_buf, idx_buf, filled, d, j):
-    """Insert candidate (d, j) into the ascending buffers holding ``filled`` entries, after the entries with
-    distance <= d (ties by index); the last entry drops out when the buffer is full. Returns the new fill."""
-    k = dist_buf.shape[0]
-    pos = min(filled, k - 1)
-    while pos > 0 and dist_buf[pos - 1] > d:
-        dist_buf[pos] = dist_buf[pos - 1]
-        idx_buf[pos] = idx_buf[pos - 1]
-        pos -= 1
-    dist_buf[pos] = d
-    idx_buf[pos] = j
-    return min(filled + 1, k)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -171,110 +159,6 @@ def knn_tiled(query, ref_t, k, out_idx, out_dist):
                             n_filled = _insert(dist_buf, idx_buf, n_filled, row[j], t_start + j)
                             worst = dist_buf[k - 1]
                 filled[qi] = n_filled
-
-
-@numba.njit(cache=True, nogil=True, inline='always')
-def _key_less(d_a, i_a, d_b, i_b):
-    """(d_a, i_a) < (d_b, i_b) in the (distance, index) order of the output."""
-    return d_a < d_b or (d_a == d_b and i_a < i_b)
-
-
-@numba.njit(cache=True, nogil=True)
-def _select_key(sel_d, sel_i, count, rank):
-    """The entry of 0-based ``rank`` in (distance, index) order among sel_d/sel_i[:count] (quickselect; the
-    scratch arrays are reordered). Keys are unique (indices are), so every partition shrinks the range."""
-    lo = 0
-    hi = count - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        sel_d[mid], sel_d[hi] = sel_d[hi], sel_d[mid]
-        sel_i[mid], sel_i[hi] = sel_i[hi], sel_i[mid]
-        pivot_d = sel_d[hi]
-        pivot_i = sel_i[hi]
-        store = lo
-        for t in range(lo, hi):
-            if _key_less(sel_d[t], sel_i[t], pivot_d, pivot_i):
-                sel_d[t], sel_d[store] = sel_d[store], sel_d[t]
-                sel_i[t], sel_i[store] = sel_i[store], sel_i[t]
-                store += 1
-        sel_d[store], sel_d[hi] = sel_d[hi], sel_d[store]
-        sel_i[store], sel_i[hi] = sel_i[hi], sel_i[store]
-        if store == rank:
-            break
-        if store < rank:
-            lo = store + 1
-        else:
-            hi = store - 1
-    return sel_d[rank], sel_i[rank]
-
-
-@numba.njit(cache=True, nogil=True)
-def _sort_keys(dist, idx, count):
-    """Sort dist/idx[:count] in place by (distance, index): quicksort (middle pivot) with insertion sort
-    below 16 entries, smaller part deferred (stack depth <= 2 log2(count) < 128 entries); no allocation."""
-    stack = np.empty(128, dtype=np.int64)
-    top = 0
-    stack[0] = 0
-    stack[1] = count - 1
-    top = 2
-    while top > 0:
-        hi = stack[top - 1]
-        lo = stack[top - 2]
-        top -= 2
-        while hi - lo >= 16:
-            mid = (lo + hi) // 2
-            pivot_d = dist[mid]
-            pivot_i = idx[mid]
-            left = lo
-            right = hi
-            while left <= right:
-                while _key_less(dist[left], idx[left], pivot_d, pivot_i):
-                    left += 1
-                while _key_less(pivot_d, pivot_i, dist[right], idx[right]):
-                    right -= 1
-                if left <= right:
-                    dist[left], dist[right] = dist[right], dist[left]
-                    idx[left], idx[right] = idx[right], idx[left]
-                    left += 1
-                    right -= 1
-            # recurse into the smaller part later (stack depth O(log n)), loop on the larger
-            if right - lo < hi - left:
-                stack[top] = left
-                stack[top + 1] = hi
-                top += 2
-                hi = right
-            else:
-                stack[top] = lo
-                stack[top + 1] = right
-                top += 2
-                lo = left
-        for t in range(lo + 1, hi + 1):
-            d = dist[t]
-            j = idx[t]
-            pos = t
-            while pos > lo and _key_less(d, j, dist[pos - 1], idx[pos - 1]):
-                dist[pos] = dist[pos - 1]
-                idx[pos] = idx[pos - 1]
-                pos -= 1
-            dist[pos] = d
-            idx[pos] = j
-
-
-@numba.njit(cache=True, nogil=True)
-def _keep_k(buf_d, buf_i, count, k, sel_d, sel_i):
-    """Keep, in place and in their order, the k smallest (distance, index) entries of buf_d/buf_i[:count]
-    (count > k; keys are unique). Returns the k-th smallest distance. sel_d/sel_i: scratch of >= count."""
-    sel_d[:count] = buf_d[:count]
-    sel_i[:count] = buf_i[:count]
-    kth_d, kth_i = _select_key(sel_d, sel_i, count, k - 1)
-    kept = 0
-    for t in range(count):            # branch-free: write always, advance when key <= the k-th key
-        buf_d[kept] = buf_d[t]
-        buf_i[kept] = buf_i[t]
-        kept += not _key_less(kth_d, kth_i, buf_d[t], buf_i[t])
-        if kept == k:
-            break
-    return kth_d
 
 
 @numba.njit(cache=True, nogil=True)

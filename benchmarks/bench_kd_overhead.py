@@ -5,6 +5,7 @@ Times (CPU by default, CUDA with --device cuda), seconds per step:
 - teacher fwd: the teacher's full forward (vfe -> dense head, eval mode, no_grad, no post-processing);
 - KD: one Distiller training step (teacher forward as the Distiller runs it, student step, graph + loss);
 - KD full-teacher: the same with TEACHER.EARLY_STOP False (the teacher runs to its dense head).
+The four are timed in interleaved rounds (median per closure), so drift of a shared machine hits all alike.
 ratio = KD / (student + teacher fwd); target <= 1.10.
 
 Scenes: the real KITTI sample frames (``--kitti_root``, default ../shared/data/kitti_samples), points in the
@@ -112,18 +113,22 @@ def to_device(batch, device):
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def timed(fn, reps, device):
-    fn()                                                   # warm-up (allocator, lazy init)
-    times = []
+def timed_rounds(fns, reps, device):
+    """Median seconds per call of each closure in ``fns`` (name -> fn), measured in interleaved rounds (one
+    call of each per round) so that a slow phase of a shared machine hits all of them alike."""
+    for fn in fns.values():
+        fn()                                               # warm-up (allocator, lazy init, numba cache)
+    times = {name: [] for name in fns}
     for _ in range(reps):
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+        for name, fn in fns.items():
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == 'cuda':
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def train_step(model, batch, device):
@@ -154,23 +159,25 @@ def bench_config(name, rel_cfg, args, device, logger):
     batch = load_frames(args.kitti_root, ds, args.batch)
     torch.manual_seed(0)
     student = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds).to(device)
-    results = {}
+    steps = {}
+    distillers = []
     for early in (True, False):
         cfg.TEACHER.EARLY_STOP = early
         distiller = build_distiller(cfg, student, logger, cfg_dir=os.path.dirname(path)).to(device)
-        distiller.train()
-        results['kd' if early else 'kd_full'] = timed(train_step(distiller, batch, device), args.reps, device)
-        distiller.remove_hooks()
-    teacher = distiller.teacher
-    student_step = train_step(student, batch, device)
+        distiller.train()              # both Distillers share the student: a recorder only captures while
+        distillers.append(distiller)   # its own step runs
+        steps['kd' if early else 'kd_full'] = train_step(distiller, batch, device)
+    teacher = distillers[0].teacher
+    steps['student'] = train_step(student, batch, device)
 
     @torch.no_grad()
     def teacher_fwd():
         d = to_device(batch, device)
         for module in teacher.module_list:
             d = module(d)
-    results['student'] = timed(student_step, args.reps, device)
-    results['teacher'] = timed(teacher_fwd, args.reps, device)
+    steps['teacher'] = teacher_fwd
+    results = timed_rounds(steps, args.reps, device)
+    distiller = distillers[0]
     pd = distiller.resolved['LOSSES'][0]
     results['pillars'] = int(batch['voxel_coords'].shape[0])
     results['N'], results['K'] = pd['NUM_NODES'], pd['K']

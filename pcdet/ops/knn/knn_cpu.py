@@ -110,6 +110,13 @@ def _acc4(s, d0, d1, d2, d3):
     return s + d3 * d3
 
 
+@numba.njit(cache=True, nogil=True, inline='always')
+def _task_block(task, num_blocks, num_query):
+    """Parallel task -> (batch element, first query, query count) of its block of ``QUERY_BLOCK`` queries."""
+    q_start = (task % num_blocks) * QUERY_BLOCK
+    return task // num_blocks, q_start, min(QUERY_BLOCK, num_query - q_start)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def knn_tiled(query, ref_t, k, out_idx, out_dist):
     """Exact kNN by reference tiles.
@@ -125,9 +132,7 @@ def knn_tiled(query, ref_t, k, out_idx, out_dist):
     num_ref = ref_t.shape[2]
     num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in numba.prange(batch * num_blocks):
-        b = task // num_blocks
-        q_start = (task % num_blocks) * QUERY_BLOCK
-        q_count = min(QUERY_BLOCK, num_query - q_start)
+        b, q_start, q_count = _task_block(task, num_blocks, num_query)
         tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
         filled = np.zeros(QUERY_BLOCK, dtype=np.int64)
         for qi in range(q_count):
@@ -223,9 +228,7 @@ def knn_rows(query, ref_t, k, want_sorted, out_idx, out_dist):
     num_ref = ref_t.shape[2]
     num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in numba.prange(batch * num_blocks):
-        b = task // num_blocks
-        q_start = (task % num_blocks) * QUERY_BLOCK
-        q_count = min(QUERY_BLOCK, num_query - q_start)
+        b, q_start, q_count = _task_block(task, num_blocks, num_query)
         rows = np.empty((QUERY_BLOCK, num_ref), dtype=query.dtype)
         tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
         for t_start in range(0, num_ref, REF_TILE):
@@ -264,9 +267,7 @@ def knn_guided(query, ref_t, sample_t, k, rank, cap, want_sorted, out_idx, out_d
     num_sample = sample_t.shape[2]
     num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in numba.prange(batch * num_blocks):
-        b = task // num_blocks
-        q_start = (task % num_blocks) * QUERY_BLOCK
-        q_count = min(QUERY_BLOCK, num_query - q_start)
+        b, q_start, q_count = _task_block(task, num_blocks, num_query)
         tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
         # 1. threshold: the rank-th smallest distance to the sample, by insertion into a small sorted buffer
         guess_d = np.full((QUERY_BLOCK, rank), np.inf, dtype=query.dtype)

@@ -75,8 +75,11 @@ def test_guided_threshold_falls_back_when_the_sample_misleads():
     sample_t = np.ascontiguousarray(ref_t[:, :, ::knn_cpu.SAMPLE_STRIDE])
     out_idx = np.empty((1, 30, k), np.int64)
     out_dist = np.empty((1, 30, k), np.float32)
+    _, sample_dist = knn_cpu.knn_numpy(query.numpy(), np.ascontiguousarray(sample_t.transpose(0, 2, 1)), 4,
+                                       method='stream')
+    threshold = np.ascontiguousarray(sample_dist[:, :, -1])      # each query's 4th nearest sample distance
     redo = np.zeros((1, 30), np.bool_)
-    knn_cpu.knn_guided(query.numpy(), ref_t, sample_t, k, 4, 8 * k, True, out_idx, out_dist, redo)
+    knn_cpu.knn_guided(query.numpy(), ref_t, threshold, k, 8 * k, True, out_idx, out_dist, redo)
     # rows 15.. sit on 2,049 identical references: all within the threshold (distance 0), more than the buffer
     assert redo[0, 15:].all()
     # rows 0..14 see ~4 sample rows within the threshold, fewer than k (unless row 0 and its copies are in)

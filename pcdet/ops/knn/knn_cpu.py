@@ -117,6 +117,15 @@ def _task_block(task, num_blocks, num_query):
     return task // num_blocks, q_start, min(QUERY_BLOCK, num_query - q_start)
 
 
+@numba.njit(cache=True, nogil=True, inline='always')
+def _group_min(row, g0):
+    """Minimum of row[g0:g0 + SCAN_GROUP]: a constant trip count, so branch-free and vectorised."""
+    low = row[g0]
+    for j in range(g0 + 1, g0 + SCAN_GROUP):
+        low = row[j] if row[j] < low else low
+    return low
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def knn_tiled(query, ref_t, k, out_idx, out_dist):
     """Exact kNN by reference tiles.
@@ -149,14 +158,10 @@ def knn_tiled(query, ref_t, k, out_idx, out_dist):
                 n_filled = filled[qi]
                 for g0 in range(0, t_count, SCAN_GROUP):
                     g1 = min(g0 + SCAN_GROUP, t_count)
-                    if n_filled == k and g1 - g0 == SCAN_GROUP:
-                        # once the buffer is full most groups hold nothing closer than the k-th: test the
-                        # group's minimum first (constant trip count: branch-free, vectorised)
-                        low = row[g0]
-                        for j in range(g0 + 1, g0 + SCAN_GROUP):
-                            low = row[j] if row[j] < low else low
-                        if not low < worst:
-                            continue
+                    # once the buffer is full most groups hold nothing closer than the k-th: test the
+                    # group's minimum first
+                    if n_filled == k and g1 - g0 == SCAN_GROUP and not _group_min(row, g0) < worst:
+                        continue
                     for j in range(g0, g1):
                         # strict: an equal distance at a larger index never displaces; until the buffer is
                         # full everything enters (so even overflowed inf distances get valid indices)
@@ -248,14 +253,14 @@ def knn_rows(query, ref_t, k, want_sorted, out_idx, out_dist):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def knn_guided(query, ref_t, sample_t, k, rank, cap, want_sorted, out_idx, out_dist, redo):
+def knn_guided(query, ref_t, threshold, k, cap, want_sorted, out_idx, out_dist, redo):
     """Exact kNN with a guessed threshold: collect every reference within it, select the k among those.
 
     A sorted insertion buffer over all M references accepts about k (1 + ln(M / k)) candidates per query
-    while its threshold tightens; here each query first takes the ``rank``-th smallest distance to a strided
-    sample of the references (``sample_t``, (B, C, S)) as a threshold T, then one pass over all references
-    collects those with distance <= T (about rank * M / S of them, branch-free) into a buffer of ``cap``,
-    and an exact selection of (distance, index) keys picks the k. Whenever at least k are collected the
+    while its threshold tightens; here each query has a threshold T (``threshold`` (B, N): ``knn_numpy`` takes
+    a low order statistic of its distances to a strided sample of the references), one pass over all
+    references collects those with distance <= T (branch-free) into a buffer of ``cap``, and an exact selection
+    of (distance, index) keys picks the k. Whenever at least k are collected the
     result is exact: every reference left out is strictly farther than T, hence than the k collected. Rows
     where fewer than k were collected, or more than the buffer holds, are flagged in ``redo`` (B, N) for
     ``knn_tiled``.
@@ -264,28 +269,11 @@ def knn_guided(query, ref_t, sample_t, k, rank, cap, want_sorted, out_idx, out_d
     """
     batch, num_query, channels = query.shape
     num_ref = ref_t.shape[2]
-    num_sample = sample_t.shape[2]
     num_blocks = (num_query + QUERY_BLOCK - 1) // QUERY_BLOCK
     for task in numba.prange(batch * num_blocks):
         b, q_start, q_count = _task_block(task, num_blocks, num_query)
         tile_dist = np.empty((QUERY_BLOCK, REF_TILE), dtype=query.dtype)
-        # 1. threshold: the rank-th smallest distance to the sample, by insertion into a small sorted buffer
-        guess_d = np.full((QUERY_BLOCK, rank), np.inf, dtype=query.dtype)
-        guess_i = np.empty((QUERY_BLOCK, rank), dtype=np.int64)
-        guess_n = np.zeros(QUERY_BLOCK, dtype=np.int64)
-        for t_start in range(0, num_sample, REF_TILE):
-            t_count = min(REF_TILE, num_sample - t_start)
-            _tile_distances(query, sample_t, b, q_start, q_count, t_start, t_count, tile_dist)
-            for qi in range(q_count):
-                row = tile_dist[qi]
-                n = guess_n[qi]
-                worst = guess_d[qi, rank - 1]
-                for j in range(t_count):
-                    if n < rank or row[j] < worst:
-                        n = _insert(guess_d[qi], guess_i[qi], n, row[j], t_start + j)
-                        worst = guess_d[qi, rank - 1]
-                guess_n[qi] = n
-        # 2. collect every reference with distance <= threshold, in index order
+        # collect every reference with distance <= threshold, in index order
         cand_d = np.empty((QUERY_BLOCK, cap), dtype=query.dtype)
         cand_i = np.empty((QUERY_BLOCK, cap), dtype=np.int64)
         count = np.zeros(QUERY_BLOCK, dtype=np.int64)
@@ -297,18 +285,14 @@ def knn_guided(query, ref_t, sample_t, k, rank, cap, want_sorted, out_idx, out_d
                 if overflow[qi]:
                     continue
                 row = tile_dist[qi]
-                thr = guess_d[qi, rank - 1]
+                thr = threshold[b, q_start + qi]
                 n = count[qi]
                 cd = cand_d[qi]
                 ci = cand_i[qi]
                 for g0 in range(0, t_count, SCAN_GROUP):
                     g1 = min(g0 + SCAN_GROUP, t_count)
-                    if g1 - g0 == SCAN_GROUP:
-                        low = row[g0]
-                        for j in range(g0 + 1, g0 + SCAN_GROUP):   # constant trip count: vectorised
-                            low = row[j] if row[j] < low else low
-                        if not low <= thr:
-                            continue
+                    if g1 - g0 == SCAN_GROUP and not _group_min(row, g0) <= thr:
+                        continue
                     if n > cap - SCAN_GROUP:
                         overflow[qi] = True
                         break
@@ -317,7 +301,7 @@ def knn_guided(query, ref_t, sample_t, k, rank, cap, want_sorted, out_idx, out_d
                         ci[n] = t_start + j
                         n += row[j] <= thr
                 count[qi] = n
-        # 3. the k smallest (distance, index) keys among the collected
+        # the k smallest (distance, index) keys among the collected
         sel_d = np.empty(cap, dtype=query.dtype)
         sel_i = np.empty(cap, dtype=np.int64)
         for qi in range(q_count):
@@ -379,8 +363,13 @@ def knn_numpy(query, ref, k, sorted=True, method='auto'):
             expect = k / SAMPLE_STRIDE
             rank = int(min(sample_t.shape[2], np.ceil(expect + 3.0 * np.sqrt(expect) + 2.0)))
             cap = int(SAMPLE_STRIDE * (rank + 6.0 * np.sqrt(rank))) + SCAN_GROUP
+            # the threshold: each query's rank-th smallest distance to the sample
+            sample_idx = np.empty((batch, num_query, rank), dtype=np.int64)
+            sample_dist = np.empty((batch, num_query, rank), dtype=query.dtype)
+            knn_tiled(query, sample_t, rank, sample_idx, sample_dist)
             redo = np.zeros((batch, num_query), dtype=np.bool_)
-            knn_guided(query, ref_t, sample_t, k, rank, cap, sorted, out_idx, out_dist, redo)
+            knn_guided(query, ref_t, np.ascontiguousarray(sample_dist[:, :, -1]), k, cap, sorted, out_idx, out_dist,
+                       redo)
             for b, rows in enumerate(redo):
                 if rows.any():                       # rare: the guess let fewer than k, or too many, through
                     sub_idx = np.empty((1, int(rows.sum()), k), dtype=np.int64)

@@ -177,8 +177,7 @@ def bench_config(name, rel_cfg, args, device, logger):
             d = module(d)
     steps['teacher'] = teacher_fwd
     results = timed_rounds(steps, args.reps, device)
-    distiller = distillers[0]
-    pd = distiller.resolved['LOSSES'][0]
+    pd = distillers[0].resolved['LOSSES'][0]
     results['pillars'] = int(batch['voxel_coords'].shape[0])
     results['N'], results['K'] = pd['NUM_NODES'], pd['K']
     return results

@@ -371,9 +371,10 @@ def knn_numpy(query, ref, k, sorted=True, method='auto'):
             knn_guided(query, ref_t, np.ascontiguousarray(sample_dist[:, :, -1]), k, cap, sorted, out_idx, out_dist,
                        redo)
             for b, rows in enumerate(redo):
-                if rows.any():                       # rare: the guess let fewer than k, or too many, through
-                    sub_idx = np.empty((1, int(rows.sum()), k), dtype=np.int64)
-                    sub_dist = np.empty((1, int(rows.sum()), k), dtype=query.dtype)
+                num_redo = int(rows.sum())
+                if num_redo:                         # rare: the guess let fewer than k, or too many, through
+                    sub_idx = np.empty((1, num_redo, k), dtype=np.int64)
+                    sub_dist = np.empty((1, num_redo, k), dtype=query.dtype)
                     knn_tiled(np.ascontiguousarray(query[b:b + 1, rows]), ref_t[b:b + 1], k, sub_idx, sub_dist)
                     out_idx[b, rows] = sub_idx[0]
                     out_dist[b, rows] = sub_dist[0]

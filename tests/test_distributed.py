@@ -35,6 +35,13 @@ def _batch():
     return torch.randn(6, 3, 5, generator=g) * 3 + 2  # mean far from 0: checks the variance formula
 
 
+def _shut_down_group():
+    """Barrier, then destroy the gloo group: a rank that tears the group down while the other still runs a
+    collective makes gloo abort ("terminate called without an active exception", seen once in CI)."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def _syncbn_worker(rank, world_size, port, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -54,7 +61,7 @@ def _syncbn_worker(rank, world_size, port, out_dir):
     gathered = dist_utils.gather_objects({k: v.clone() for k, v in model.state_dict().items()})
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, 'states.pth'))
-    torch.distributed.destroy_process_group()
+    _shut_down_group()
 
 
 def test_cpu_sync_bn_equals_single_process_on_concatenated_batch(tmp_path):
@@ -200,7 +207,7 @@ def equivalence_main(out_dir, cfg_file):
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, 'rank_states.pth'))
     if distributed:
-        torch.distributed.destroy_process_group()
+        _shut_down_group()
 
 
 def _load(path):

@@ -10,6 +10,8 @@ cell), ``<out>/map_vs_params.png`` and ``<out>/bev_examples.png``.
     python tools/benchmark_distill.py --seeds 0 1 2 --out output/benchmark
     python tools/benchmark_distill.py --quick --seeds 0  # the quickstart's runs + the baselines, 4x PointPillars
     python tools/benchmark_distill.py --quick --seeds 1 2 --methods PointDistiller   # more seeds, same schedule
+    python tools/benchmark_distill.py --quick --students "PointPillars 16x" --seeds 0 1 2   # the other students
+    python tools/benchmark_distill.py --quick --teacher_epochs 24 --student_epochs 16 --out output/benchmark_e24
 """
 import argparse
 import json
@@ -41,31 +43,40 @@ METHOD_ORDER = ['plain', 'PointDistiller', 'FitNet', 'logit KD', 'FG mimic']
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--students', nargs='+', default=list(STUDENTS), choices=list(STUDENTS))
-    p.add_argument('--teacher_epochs', type=int, default=20)
-    p.add_argument('--student_epochs', type=int, default=16)
-    p.add_argument('--num_train', type=int, default=1000)
-    p.add_argument('--num_val', type=int, default=300)
+    p.add_argument('--students', nargs='+', default=None, choices=list(STUDENTS),
+                   help='default: all three (only PointPillars 4x with --quick)')
+    p.add_argument('--teacher_epochs', type=int, default=None, help='default 20 (8 with --quick)')
+    p.add_argument('--student_epochs', type=int, default=None, help='default 16 (8 with --quick)')
+    p.add_argument('--num_train', type=int, default=None, help='default 1000 (240 with --quick)')
+    p.add_argument('--num_val', type=int, default=None, help='default 300 (80 with --quick)')
     p.add_argument('--data_path', default=None, help='default data/kitti_synth_bench (data/kitti_synth with --quick)')
     p.add_argument('--workers', type=int, default=2)
     p.add_argument('--out', default=str(ROOT / 'output' / 'benchmark'))
     p.add_argument('--methods', nargs='+', default=METHOD_ORDER[1:], choices=METHOD_ORDER[1:],
                    help='distillation methods to run (the plain student and the teachers always run)')
     p.add_argument('--quick', action='store_true',
-                   help="the quickstart's data and schedule, 4x PointPillars only; seed 0 reuses the "
-                        "quickstart's three trainings")
+                   help="the quickstart's data and schedule (4x PointPillars unless --students says otherwise); "
+                        "seed 0 reuses the quickstart's three trainings")
     args = p.parse_args(argv)
-    args.tag_of = lambda seed: f'bench_seed{seed}'   # output folder tag of one seed's runs
     if args.quick:
         from quickstart import PRESETS
-        preset = PRESETS['full']
-        args.students = ['PointPillars 4x']
-        args.teacher_epochs, args.student_epochs = preset['teacher_epochs'], preset['student_epochs']
-        args.num_train, args.num_val = preset['num_train'], preset['num_val']
-        args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth')
-        # seed 0 is the quickstart's own run (its output folders: its three trainings are not repeated)
+        defaults = dict(PRESETS['full'], students=['PointPillars 4x'],
+                        data_path=str(ROOT / 'data' / 'kitti_synth'))
+    else:
+        defaults = dict(teacher_epochs=20, student_epochs=16, num_train=1000, num_val=300, students=list(STUDENTS),
+                        data_path=str(ROOT / 'data' / 'kitti_synth_bench'))
+    explicit_schedule = args.teacher_epochs is not None or args.student_epochs is not None
+    for key in ('students', 'teacher_epochs', 'student_epochs', 'num_train', 'num_val', 'data_path'):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    # output folder tag of one seed's runs; a run on the quickstart's data and schedule with seed 0 is the
+    # quickstart's own (its three trainings are not repeated); another schedule gets its own folders
+    if args.quick and not explicit_schedule:
         args.tag_of = lambda seed: 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
-    args.data_path = args.data_path or str(ROOT / 'data' / 'kitti_synth_bench')
+    else:
+        prefix = 'quick' if args.quick else 'bench'
+        sched = f'_e{args.teacher_epochs}-{args.student_epochs}' if explicit_schedule else ''
+        args.tag_of = lambda seed: f'{prefix}{sched}_seed{seed}'
     return args
 
 

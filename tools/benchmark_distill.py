@@ -187,8 +187,43 @@ def write_report(results, out):
             cells = ['/'.join(f'{a.get(f"{c}_{metric}/{lv}_R40", (float("nan"),))[0]:.1f}' for lv in LEVELS)
                      for c in CLASSES]
             lines.append(f'| {k[0]} | {k[1]} | ' + ' | '.join(cells) + f' | {a[f"map_{metric}"][0]:.1f} |')
+    lines += ['', *paired_gains(results)]
     (out / 'BENCHMARK.md').write_text('\n'.join(lines) + '\n')
     plot_map_vs_params(agg, out / 'map_vs_params.png')
+
+
+def paired_gains(results):
+    """Markdown lines: each distilled student against the plain one trained with the same seed (same teacher,
+    same data order), i.e. the issue's targets: gain > 2 x the plain student's seed std, >= half the gap."""
+    runs = {}
+    for key, r in results.items():
+        model, method, seed = key.split('|')
+        runs.setdefault((model, method), {})[seed] = r
+    lines = ['## Paired by seed: gain over the plain student (moderate mAP)', '',
+             'gain = distilled - plain, same seed; 2 std = twice the plain student\'s std over seeds; gap closed = '
+             'mean gain / (teacher - plain), means over the paired seeds.', '',
+             '| model | KD | seeds | gain 3D | better | 2 std (plain) | gap closed 3D | gain BEV | gap closed BEV |',
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    order = sorted(runs, key=lambda k: (k[0], METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else len(METHOD_ORDER)))
+    for model, method in order:
+        by_seed = runs[(model, method)]
+        plain = runs.get((model, 'plain'), {})
+        teacher = runs.get((f'{model.split()[0]} teacher', 'teacher'), {})
+        seeds = sorted(set(by_seed) & set(plain) & set(teacher))
+        if method in ('plain', 'teacher') or not seeds:
+            continue
+        cells = []
+        for m in ('map_3d', 'map_bev'):
+            gain = np.array([by_seed[s][m] - plain[s][m] for s in seeds])
+            gap = np.mean([teacher[s][m] - plain[s][m] for s in seeds])
+            std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float('nan')  # noqa: E731
+            plain_std = std([plain[s][m] for s in seeds])
+            cells.append((gain, plain_std, gain.mean() / gap if gap > 0 else float('nan'), std(gain)))
+        (g3, s3, c3, sd3), (gb, _, cb, sdb) = cells
+        lines.append(f'| {model} | {method} | {len(seeds)} | {g3.mean():+.2f} +- {sd3:.2f} | {(g3 > 0).sum()}/'
+                     f'{len(seeds)} | {2 * s3:.2f} | {100 * c3:.0f}% | {gb.mean():+.2f} +- {sdb:.2f} | '
+                     f'{100 * cb:.0f}% |')
+    return lines
 
 
 def plot_map_vs_params(agg, png):

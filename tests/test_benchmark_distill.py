@@ -37,3 +37,23 @@ def test_full_defaults():
     assert (args.teacher_epochs, args.student_epochs, args.num_train, args.num_val) == (20, 16, 1000, 300)
     assert args.students == ['PointPillars 4x', 'PointPillars 16x', 'SECOND 4x']
     assert args.data_path.endswith('kitti_synth_bench') and args.tag_of(1) == 'bench_seed1'
+
+
+def run(map_3d, map_bev):
+    return dict(map_3d=map_3d, map_bev=map_bev)
+
+
+def test_paired_gains_pairs_by_seed():
+    results = {}
+    for seed, (t, p, d) in enumerate([(10.0, 4.0, 7.0), (12.0, 6.0, 7.0), (8.0, 5.0, 4.0)]):
+        results[f'PointPillars teacher|teacher|{seed}'] = run(t, 2 * t)
+        results[f'PointPillars 4x|plain|{seed}'] = run(p, 2 * p)
+        results[f'PointPillars 4x|PointDistiller|{seed}'] = run(d, 2 * d)
+    results['PointPillars 4x|FitNet|7'] = run(9.0, 9.0)        # no plain run with seed 7: not paired, no row
+    lines = load_tool().paired_gains(results)
+    rows = [line for line in lines if line.startswith('| PointPillars')]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip('|').split('|')]
+    # gains 3, 1, -1: mean +1.00, std 2.00, 2 better of 3; plain std 1.00; gap (6 + 6 + 3) / 3 = 5 -> 20%
+    assert cells[:7] == ['PointPillars 4x', 'PointDistiller', '3', '+1.00 +- 2.00', '2/3', '2.00', '20%']
+    assert cells[7:] == ['+2.00 +- 4.00', '20%']

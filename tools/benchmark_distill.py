@@ -147,6 +147,15 @@ def bev_examples(ckpts, data_path, png, frames=(0, 1, 2)):
     render(panels, png, ncols=len(ckpts))
 
 
+def row_order(model_method):
+    """Sort key of a (model, method) row: detector family, its teacher first, then 4x before 16x, then methods in
+    METHOD_ORDER (others last)."""
+    model, method = model_method
+    family, _, size = model.partition(' ')
+    ratio = int(size[:-1]) if size.endswith('x') and size[:-1].isdigit() else 0
+    return (family, ratio, METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
 def aggregate(results):
     """{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}."""
     groups = {}
@@ -170,8 +179,7 @@ def aggregate(results):
 def write_report(results, out):
     from report_utils import CLASSES, LEVELS
     agg = aggregate(results)
-    order = sorted(agg, key=lambda k: (k[0].split()[0], 'teacher' not in k[0], k[0],
-                                       METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else -1))
+    order = sorted(agg, key=row_order)
     lines = ['# Distillation benchmark (synthetic KITTI-format set, KITTI val metric AP R40)', '',
              'mean +- std over seeds; mAP = mean of the Car/Pedestrian/Cyclist moderate APs (the paper\'s mAP).', '',
              '| model | KD | seeds | params (M) | GFLOPs | mAP 3D | mAP BEV |', '|---|---|---:|---:|---:|---:|---:|']
@@ -204,7 +212,7 @@ def paired_gains(results):
              'mean gain / (teacher - plain), means over the paired seeds.', '',
              '| model | KD | seeds | gain 3D | better | 2 std (plain) | gap closed 3D | gain BEV | gap closed BEV |',
              '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    order = sorted(runs, key=lambda k: (k[0], METHOD_ORDER.index(k[1]) if k[1] in METHOD_ORDER else len(METHOD_ORDER)))
+    order = sorted(runs, key=row_order)
     for model, method in order:
         by_seed = runs[(model, method)]
         plain = runs.get((model, 'plain'), {})

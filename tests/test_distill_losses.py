@@ -153,6 +153,32 @@ def test_pointdistiller_grads_reach_student_and_adapters_only():
         assert p.grad is not None
 
 
+
+@pytest.mark.parametrize('pool', ['none', 'max'])
+def test_pointdistiller_frozen_teacher_gcn_gets_no_update(pool):
+    """TEACHER_GCN frozen: the teacher-side graph conv is left out of training (no grads, not in the params an
+    optimiser is built from); the student side still learns, and its loss equals the trainable one's."""
+    batch = pillar_batch()
+    torch.manual_seed(3)
+    frozen = make_pd(cs=4, ct=8, POOL=pool, TEACHER_GCN='frozen')
+    trainable = make_pd(cs=4, ct=8, POOL=pool)
+    trainable.load_state_dict(frozen.state_dict())
+    s = torch.randn(batch['feat'].shape[0], 4)
+    values = []
+    for loss in (frozen, trainable):
+        s_in = s.clone().requires_grad_(True)
+        value, _ = loss({'pillar_features': s_in}, {'pillar_features': batch['feat']}, batch)
+        value.backward()
+        values.append(value.item())
+        assert s_in.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in loss.student_gcn.parameters())
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert all(p.grad is None and not p.requires_grad for p in frozen.teacher_gcn.parameters())
+    assert all(p.grad is not None for p in trainable.teacher_gcn.parameters())
+    assert {id(p) for p in frozen.parameters() if p.requires_grad} == {id(p) for p in frozen.student_gcn.parameters()}
+    with pytest.raises(ValueError, match='TEACHER_GCN'):
+        make_pd(TEACHER_GCN='fixed')
+
+
 def test_pointdistiller_bev_and_sparse_layouts():
     torch.manual_seed(1)
     loss = make_pd(cs=4, ct=6, STUDENT_FEATURE='module:backbone_2d.blocks.0',

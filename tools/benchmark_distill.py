@@ -200,6 +200,11 @@ def write_report(results, out):
     plot_map_vs_params(agg, out / 'map_vs_params.png')
 
 
+def _seed_std(values):
+    """Sample std (ddof 1) over seeds; nan for a single seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else float('nan')
+
+
 def paired_gains(results):
     """Markdown lines: each distilled student against the plain one trained with the same seed (same teacher,
     same data order), i.e. the issue's targets: gain > 2 x the plain student's seed std, >= half the gap."""
@@ -212,8 +217,7 @@ def paired_gains(results):
              'mean gain / (teacher - plain), means over the paired seeds.', '',
              '| model | KD | seeds | gain 3D | better | 2 std (plain) | gap closed 3D | gain BEV | gap closed BEV |',
              '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    order = sorted(runs, key=row_order)
-    for model, method in order:
+    for model, method in sorted(runs, key=row_order):
         by_seed = runs[(model, method)]
         plain = runs.get((model, 'plain'), {})
         teacher = runs.get((f'{model.split()[0]} teacher', 'teacher'), {})
@@ -224,9 +228,8 @@ def paired_gains(results):
         for m in ('map_3d', 'map_bev'):
             gain = np.array([by_seed[s][m] - plain[s][m] for s in seeds])
             gap = np.mean([teacher[s][m] - plain[s][m] for s in seeds])
-            std = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float('nan')  # noqa: E731
-            plain_std = std([plain[s][m] for s in seeds])
-            cells.append((gain, plain_std, gain.mean() / gap if gap > 0 else float('nan'), std(gain)))
+            plain_std = _seed_std([plain[s][m] for s in seeds])
+            cells.append((gain, plain_std, gain.mean() / gap if gap > 0 else float('nan'), _seed_std(gain)))
         (g3, s3, c3, sd3), (gb, _, cb, sdb) = cells
         lines.append(f'| {model} | {method} | {len(seeds)} | {g3.mean():+.2f} +- {sd3:.2f} | {(g3 > 0).sum()}/'
                      f'{len(seeds)} | {2 * s3:.2f} | {100 * c3:.0f}% | {gb.mean():+.2f} +- {sdb:.2f} | '

@@ -59,24 +59,23 @@ def main():
 
     from pcdet.config import cfg, cfg_from_yaml_file
     from pcdet.datasets import build_dataloader
-    from pcdet.distill.losses.pointdistiller_loss import importance_weights, top_nodes
+    from pcdet.distill.losses.pointdistiller_loss import PointDistillerLoss, importance_weights, top_nodes
     from pcdet.models import build_network, load_data_to_gpu
     cfg_from_yaml_file(args.cfg_file, cfg)
     cfg.DATA_CONFIG.DATA_PATH = args.data_path
     pd_cfg = next(loss for loss in cfg.DISTILL.LOSSES if loss.NAME == 'PointDistillerLoss')
-    num_nodes = pd_cfg.get('NUM_NODES', 6000)
+    num_nodes = pd_cfg.get('NUM_NODES', PointDistillerLoss.DEFAULTS['NUM_NODES'])
     logger = logging.getLogger('pd_weight_focus')
     dataset, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=1, dist=False, workers=0,
                                           seed=0, logger=logger, training=True)
     teacher = None
     if args.teacher_ckpt:
-        t_cfg = cfg.TEACHER.CFG_FILE
-        t_cfg = t_cfg if os.path.isabs(t_cfg) else os.path.join(os.path.dirname(args.cfg_file), t_cfg)
         from easydict import EasyDict
-        tc = EasyDict()
-        cfg_from_yaml_file(t_cfg, tc)
+        from pcdet.distill.teacher import load_teacher_checkpoint, resolve_teacher_cfg
+        t_cfg = resolve_teacher_cfg(cfg, cfg_dir=os.path.dirname(os.path.abspath(args.cfg_file)))
+        tc = cfg_from_yaml_file(t_cfg, EasyDict())
         teacher = build_network(tc.MODEL, len(cfg.CLASS_NAMES), dataset).eval()
-        teacher.load_params_from_file(args.teacher_ckpt, logger, to_cpu=True, strict=True)
+        load_teacher_checkpoint(teacher, args.teacher_ckpt, logger)
     settings = [s for s in SETTINGS if teacher is not None or s[1] != 'max_activation']
     vs, pcr = dataset.voxel_size, dataset.point_cloud_range
     stats = {s[0]: dict(fg=[], neff=[]) for s in settings}

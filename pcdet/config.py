@@ -11,6 +11,7 @@ Merging is OpenPCDet's: at the level where ``_BASE_CONFIG_`` appears, the (fully
 loaded and ``update``d into that level, then the including dict's own keys are merged on top: dicts key by
 key, lists and scalars replaced wholesale. The ``_BASE_CONFIG_`` key itself stays in the result.
 """
+import difflib
 import logging
 import os
 from ast import literal_eval
@@ -207,6 +208,54 @@ def cfg_from_list(cfg_list, config):
                 d = d[sub_key]
         d[key_list[-1]] = _parse_value(str(raw), d[key_list[-1]], full_key)
     return config
+
+
+# Keys the code reads, per block. Top level and OPTIMIZATION are fixed sets: an unknown key there is an error.
+# DATA_CONFIG and MODEL keys are also read by the dataset / detector builders; an unknown one is reported.
+TOP_LEVEL_KEYS = frozenset({BASE_KEY, 'ROOT_DIR', 'LOCAL_RANK', 'TAG', 'EXP_GROUP_PATH', 'CLASS_NAMES', 'DATA_CONFIG',
+                            'MODEL', 'OPTIMIZATION', 'TEACHER', 'DISTILL'})
+OPTIMIZATION_KEYS = frozenset({
+    'BATCH_SIZE_PER_GPU', 'NUM_EPOCHS', 'OPTIMIZER', 'LR', 'WEIGHT_DECAY', 'MOMENTUM', 'MOMS', 'PCT_START',
+    'DIV_FACTOR', 'DECAY_STEP_LIST', 'LR_DECAY', 'LR_CLIP', 'LR_WARMUP', 'WARMUP_EPOCH', 'GRAD_NORM_CLIP', 'BETAS',
+    'USE_AMP', 'LOSS_SCALE_FP16', 'MAX_NONFINITE_STEPS'})
+DATA_CONFIG_KEYS = frozenset({BASE_KEY, 'DATASET', 'DATA_PATH', 'POINT_CLOUD_RANGE', 'DATA_SPLIT', 'INFO_PATH',
+                              'GET_ITEM_LIST', 'FOV_POINTS_ONLY', 'DATA_AUGMENTOR', 'POINT_FEATURE_ENCODING',
+                              'DATA_PROCESSOR'})
+MODEL_KEYS = frozenset({'NAME', 'VFE', 'BACKBONE_3D', 'MAP_TO_BEV', 'PFE', 'BACKBONE_2D', 'DENSE_HEAD', 'POINT_HEAD',
+                        'ROI_HEAD', 'POST_PROCESSING'})
+
+
+class ConfigUnknownKeyError(ConfigKeyError):
+    """A config file key that no code reads, in a block whose keys are a fixed set."""
+
+
+def unknown_key_messages(block, valid, where):
+    """Messages for the keys of ``block`` not in ``valid``, each with the nearest valid key."""
+    out = []
+    for key in block if isinstance(block, dict) else ():
+        if key in valid:
+            continue
+        near = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.6)
+        hint = f'did you mean {near[0]!r}?' if near else f'valid keys: {sorted(valid)}'
+        out.append(f'{where}{key!r} is not a key any code reads ({hint})')
+    return out
+
+
+def check_config_keys(config, cfg_file='<config>'):
+    """Unknown keys of a loaded config.
+
+    Raises:
+        ConfigUnknownKeyError: an unknown key at the top level or in OPTIMIZATION (typos there silently change
+            the training otherwise), naming the file and the nearest valid key.
+    Returns:
+        list of warning messages for unknown keys directly under DATA_CONFIG and MODEL.
+    """
+    errors = unknown_key_messages(config, TOP_LEVEL_KEYS, 'top-level key ')
+    errors += unknown_key_messages(config.get('OPTIMIZATION'), OPTIMIZATION_KEYS, 'OPTIMIZATION.')
+    if errors:
+        raise ConfigUnknownKeyError(f'{cfg_file}: ' + '; '.join(errors))
+    return (unknown_key_messages(config.get('DATA_CONFIG'), DATA_CONFIG_KEYS, 'DATA_CONFIG.')
+            + unknown_key_messages(config.get('MODEL'), MODEL_KEYS, 'MODEL.'))
 
 
 def log_config_to_file(cfg, pre='cfg', logger=None):

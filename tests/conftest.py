@@ -71,3 +71,21 @@ def tmp_kitti_root(tmp_path, kitti_samples_dir):
     for name in ('training', 'ImageSets'):
         (root / name).symlink_to(kitti_samples_dir / name, target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope='session')
+def kitti_infos_root(tmp_path_factory, kitti_samples_dir):
+    """A tmp KITTI root (symlinks to the 13 samples) with infos and GT database made by the project's CLI, once per
+    session; tests read it and write elsewhere."""
+    import sys
+    tmp = tmp_path_factory.mktemp('kitti_infos')
+    root = tmp / 'kitti'
+    root.mkdir()
+    for name in ('training', 'ImageSets'):
+        (root / name).symlink_to(kitti_samples_dir / name, target_is_directory=True)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    subprocess.run([sys.executable, '-m', 'pcdet.datasets.kitti.kitti_dataset', 'create_kitti_infos',
+                    str(REPO_ROOT / 'tools/cfgs/dataset_configs/kitti_dataset.yaml'), '--data_path', str(root),
+                    '--workers', '1'], cwd=REPO_ROOT, check=True, env=env, capture_output=True)
+    assert (root / 'kitti_infos_train.pkl').is_file()
+    return root

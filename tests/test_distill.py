@@ -255,8 +255,8 @@ def test_teacher_checkpoint_strict_load(tmp_path, caplog):
     with pytest.raises(RuntimeError) as err:
         load_teacher_checkpoint(TinyPillarNet(8), str(wrong))
     msg = str(err.value)
-    assert "missing keys 1 ['dense_head.conv_box.bias']" in msg and "extra.weight" in msg
-    assert 'vfe.linear.weight: checkpoint (16, 4) vs model (8, 4)' in msg
+    assert "missing keys (1): ['dense_head.conv_box.bias']" in msg and "extra.weight" in msg
+    assert 'vfe.linear.weight (checkpoint (16, 4), model (8, 4))' in msg and 'TEACHER.CFG_FILE' in msg
 
 
 def test_detector_attributes_forwarded_to_student():

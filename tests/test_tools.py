@@ -253,22 +253,14 @@ def need_parts():
 
 
 @pytest.fixture(scope='module')
-def tiny_cfg(tmp_path_factory, kitti_samples_dir):
-    """``<tmp>/kitti_models/pp_tiny.yaml``: pointpillar.yaml on a tmp KITTI root (symlinks to the samples, infos
-    built by the datasets part's CLI), half the x/y range, no GT sampling (9 train frames cannot feed it)."""
+def tiny_cfg(tmp_path_factory, kitti_infos_root):
+    """``<tmp>/kitti_models/pp_tiny.yaml``: pointpillar.yaml on the session's tmp KITTI root (infos built by the
+    datasets part's CLI), half the x/y range, no GT sampling (9 train frames cannot feed it)."""
     need_parts()
     tmp = tmp_path_factory.mktemp('tools_e2e')
-    root = tmp / 'kitti'
-    root.mkdir()
-    for name in ('training', 'ImageSets'):
-        (root / name).symlink_to(kitti_samples_dir / name, target_is_directory=True)
-    subprocess.run([sys.executable, '-m', 'pcdet.datasets.kitti.kitti_dataset', 'create_kitti_infos',
-                    str(REPO / 'tools/cfgs/dataset_configs/kitti_dataset.yaml'), '--data_path', str(root),
-                    '--workers', '1'], cwd=REPO, check=True, env=_env(), capture_output=True)
-    assert (root / 'kitti_infos_train.pkl').is_file()
     (tmp / 'kitti_models').mkdir()
     cfg = tmp / 'kitti_models' / 'pp_tiny.yaml'
-    cfg.write_text(TINY_CFG.format(base=REPO / PP_CFG, data=root))
+    cfg.write_text(TINY_CFG.format(base=REPO / PP_CFG, data=kitti_infos_root))
     return cfg
 
 
@@ -299,7 +291,7 @@ def run_tool(tool, args, cwd=REPO, timeout=240, check=True):
     return proc
 
 
-def test_e2e_train_from_root_then_test_from_tools(tiny_cfg, extra_tag):
+def test_e2e_train_from_root_then_test_from_tools(tiny_cfg, kitti_infos_root, extra_tag):
     out = OUTPUT_GROUP / extra_tag
     run_tool('tools/train.py', ['--cfg_file', tiny_cfg, '--epochs', 1, '--batch_size', 3, '--workers', 0,
                                 '--extra_tag', extra_tag, '--num_epochs_to_eval', 1, '--fix_random_seed'])
@@ -323,7 +315,7 @@ def test_e2e_train_from_root_then_test_from_tools(tiny_cfg, extra_tag):
         annos = pickle.load(f)
     with open(train_eval, 'rb') as f:
         annos_train = pickle.load(f)
-    val_ids = (tiny_cfg.parent.parent / 'kitti' / 'ImageSets' / 'val.txt').read_text().split()
+    val_ids = (kitti_infos_root / 'ImageSets' / 'val.txt').read_text().split()
     assert [a['frame_id'] for a in annos] == val_ids
     assert sorted(p.stem for p in (res_dir / 'final_result' / 'data').glob('*.txt')) == sorted(val_ids)
     for a, b in zip(annos, annos_train):  # same weights, same frames -> same detections

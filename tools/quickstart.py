@@ -61,14 +61,16 @@ def run(cmd):
 
 
 def ensure_dataset(data_path, preset, seed, workers):
-    from pcdet.datasets.synthetic.generate import generate_dataset
+    from pcdet.datasets.synthetic.generate import generate_dataset, is_synthetic_root
 
     marker = data_path / 'kitti_infos_val.pkl'
     if marker.exists():
         print(f'synthetic set and infos found in {data_path}: reused')
         return
     stage(f'generating {preset["num_train"]} + {preset["num_val"]} synthetic frames in {data_path}')
-    generate_dataset(data_path, num_train=preset['num_train'], num_val=preset['num_val'], seed=seed, workers=workers)
+    # an interrupted earlier generation (our own meta file) is redone; any other non-empty folder is refused
+    generate_dataset(data_path, num_train=preset['num_train'], num_val=preset['num_val'], seed=seed, workers=workers,
+                     overwrite=is_synthetic_root(data_path))
     stage('creating KITTI infos and the GT database')
     run([sys.executable, '-m', 'pcdet.datasets.kitti.kitti_dataset', 'create_kitti_infos',
          ROOT / 'tools/cfgs/dataset_configs/kitti_synth_dataset.yaml', '--data_path', data_path,

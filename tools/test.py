@@ -2,6 +2,7 @@
 
     python tools/test.py --cfg_file tools/cfgs/kitti_models/pointpillar.yaml --ckpt path/to/ckpt.pth
     bash tools/scripts/dist_test.sh 2 --cfg_file ... --ckpt ...      # torchrun, --launcher pytorch
+    python tools/test.py --cfg_file ... --onnx model.onnx            # tools/export_onnx.py's file, in ONNX Runtime
 
 Output: ``<repo>/output/<EXP_GROUP_PATH>/<TAG>/<extra_tag>/eval/epoch_<N>/<split>/<eval_tag>/`` (``--eval_all``:
 ``eval/eval_all_default/<eval_tag>/``) with ``log_eval_<ts>.txt``, ``result.pkl`` and, with ``--save_to_file``,
@@ -16,7 +17,8 @@ import _init_path  # noqa: F401  (puts the repo root on sys.path)
 
 from pcdet.config import cfg
 from pcdet.utils import dist_utils
-from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist, start_run_log
+from train_utils import (add_common_args, parse_args_and_config, run_tool, select_device, setup_cfg_and_dist,
+                         start_run_log)
 
 
 def parse_config(argv=None):
@@ -26,6 +28,9 @@ def parse_config(argv=None):
     parser.add_argument('--eval_all', action='store_true', default=False, help='evaluate all checkpoints')
     parser.add_argument('--ckpt_dir', type=str, default=None, help='checkpoint folder for --eval_all')
     parser.add_argument('--infer_time', action='store_true', default=False, help='measure inference time')
+    parser.add_argument('--onnx', type=str, default=None,
+                        help='evaluate this ONNX export (tools/export_onnx.py) in ONNX Runtime instead of a checkpoint '
+                             '(eval tag "onnx" unless --eval_tag is given)')
     return parse_args_and_config(parser, argv, cfg)
 
 
@@ -45,14 +50,18 @@ def main(argv=None):
         args.batch_size = cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU
     else:
         args.batch_size = dist_utils.check_batch_size(args.batch_size, world_size)
-    if not args.eval_all and args.ckpt is None and args.pretrained_model is None:
-        raise SystemExit('test.py: give --ckpt (or --pretrained_model), or --eval_all')
+    if not args.eval_all and args.ckpt is None and args.pretrained_model is None and args.onnx is None:
+        raise SystemExit('test.py: give --ckpt (or --pretrained_model), --onnx, or --eval_all')
+    if args.onnx is not None:
+        if args.eval_all:
+            raise SystemExit('test.py: --onnx evaluates one exported file; it does not combine with --eval_all')
+        args.eval_tag = 'onnx' if args.eval_tag == 'default' else args.eval_tag
 
     output_dir = Path(cfg.ROOT_DIR) / 'output' / cfg.EXP_GROUP_PATH / cfg.TAG / args.extra_tag
     eval_output_dir = output_dir / 'eval'
     split = cfg.DATA_CONFIG.DATA_SPLIT['test']
     if not args.eval_all:
-        epoch_id = _epoch_id_of(args.ckpt if args.ckpt is not None else args.pretrained_model)
+        epoch_id = _epoch_id_of(args.onnx or (args.ckpt if args.ckpt is not None else args.pretrained_model))
         eval_output_dir = eval_output_dir / ('epoch_%s' % epoch_id) / split
     else:
         eval_output_dir = eval_output_dir / 'eval_all_default'
@@ -71,7 +80,11 @@ def main(argv=None):
     model = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=test_set)
     model.to(device)
 
-    if args.eval_all:
+    if args.onnx is not None:  # the network in ONNX Runtime; voxels, box decoding, NMS and the metric as for a .pth
+        from pcdet.deploy.onnx_runtime import OnnxPillarDetector
+        eval_utils.eval_one_epoch(cfg, args, OnnxPillarDetector(model, args.onnx), test_loader, epoch_id, logger,
+                                  dist_test=dist_test, result_dir=eval_output_dir)
+    elif args.eval_all:
         ckpt_dir = Path(args.ckpt_dir) if args.ckpt_dir is not None else output_dir / 'ckpt'
         eval_utils.repeat_eval_ckpt(model, test_loader, args, eval_output_dir, logger, ckpt_dir,
                                     dist_test=dist_test, poll=True, cfg=cfg)
@@ -84,4 +97,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

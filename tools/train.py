@@ -19,7 +19,8 @@ import torch
 
 from pcdet.config import cfg
 from pcdet.utils import checkpoint_utils, common_utils, dist_utils
-from train_utils import add_common_args, parse_args_and_config, select_device, setup_cfg_and_dist, start_run_log
+from train_utils import (ResumeError, add_common_args, parse_args_and_config, run_tool, select_device,
+                         setup_cfg_and_dist, start_run_log)
 
 
 def parse_config(argv=None):
@@ -42,21 +43,50 @@ def parse_config(argv=None):
     parser.add_argument('--wo_gpu_stat', action='store_true', help='do not log GPU memory')
     parser.add_argument('--use_amp', action='store_true', help='mixed precision (CUDA)')
     parser.add_argument('--teacher_ckpt', type=str, default=None, help='teacher checkpoint (DISTILL configs)')
+    parser.add_argument('--fresh_start', action='store_true', default=False,
+                        help='do not resume: move the checkpoints already in the output folder to '
+                             'ckpt/superseded_<time>/ and train from scratch')
     return parse_args_and_config(parser, argv, cfg)
 
 
-def find_resume_checkpoint(ckpt_dir, model, optimizer, logger):
-    """Auto-resume: newest ``*.pth`` in ``ckpt_dir`` by mtime; an unloadable one is logged and the next older
-    one tried. Returns ``(it, epoch)`` or ``(0, 0)`` when nothing loads."""
+def find_resume_checkpoint(ckpt_dir, model, optimizer, logger, batch_size, allow_unsafe=False):
+    """Auto-resume from the newest ``*.pth`` in ``ckpt_dir`` (by mtime) that loads; an unloadable one is logged
+    and the next older one tried.
+
+    Returns ``(it, epoch)``, or ``(0, 0)`` when the folder holds no checkpoint. Raises ``ResumeError`` naming
+    every checkpoint and why it failed when there are some and none loads (a changed config, another batch
+    size): starting over would overwrite them (``--fresh_start`` moves them aside instead).
+    """
     candidates = sorted(glob.glob(os.path.join(str(ckpt_dir), '*.pth')), key=os.path.getmtime, reverse=True)
+    failures = []
     for path in candidates:
         try:
-            it, epoch = checkpoint_utils.load_params_with_optimizer(model, path, optimizer=optimizer, logger=logger)
-            logger.info('Auto-resumed from %s', path)
-            return it, epoch
-        except Exception as err:  # noqa: BLE001 - any unreadable file means: try the older one
+            it, epoch = checkpoint_utils.load_params_with_optimizer(
+                model, path, optimizer=optimizer, logger=logger, batch_size=batch_size, allow_unsafe=allow_unsafe)
+        except checkpoint_utils.CheckpointError as err:
             logger.warning('Cannot resume from %s (%s); trying an older checkpoint', path, err)
+            failures.append(f'{os.path.basename(path)}: {str(err).splitlines()[0]}')
+            continue
+        logger.info('Auto-resumed from %s', path)
+        return it, epoch
+    if failures:
+        raise ResumeError(f'{ckpt_dir} holds {len(failures)} checkpoint(s) and none can continue this run ('
+                          + ' | '.join(failures) + '). Restore the config they were trained with, or pass '
+                          '--fresh_start to move them to ckpt/superseded_<time>/ and train from scratch')
     return 0, 0
+
+
+def move_checkpoints_aside(ckpt_dir, logger):
+    """``--fresh_start``: move every ``*.pth`` of ``ckpt_dir`` into ``ckpt_dir/superseded_<time>/`` (rank 0)."""
+    paths = sorted(glob.glob(os.path.join(str(ckpt_dir), '*.pth')))
+    if not paths:
+        return None
+    target = Path(ckpt_dir) / ('superseded_' + datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    target.mkdir(parents=True, exist_ok=False)
+    for path in paths:
+        shutil.move(path, target / os.path.basename(path))
+    logger.info('--fresh_start: moved %d checkpoint(s) to %s', len(paths), target)
+    return target
 
 
 def build_model(args, cfg, train_set, logger):
@@ -67,7 +97,7 @@ def build_model(args, cfg, train_set, logger):
         from pcdet.distill import build_distiller
         # a relative TEACHER.CFG_FILE is looked up next to the experiment YAML first
         model = build_distiller(cfg, model, logger, teacher_ckpt=args.teacher_ckpt,
-                                cfg_dir=os.path.dirname(args.cfg_file))
+                                cfg_dir=os.path.dirname(args.cfg_file), unsafe_load=args.unsafe_load)
     elif args.teacher_ckpt is not None:
         raise ValueError(f'--teacher_ckpt given but {args.cfg_file} has no DISTILL block')
     return model
@@ -117,19 +147,29 @@ def main(argv=None):
 
     start_epoch = it = 0
     last_epoch = -1
+    total_batch = args.batch_size * world_size
     if args.pretrained_model is not None:
-        student.load_params_from_file(filename=args.pretrained_model, to_cpu=dist_train, logger=logger)
+        student.load_params_from_file(filename=args.pretrained_model, to_cpu=dist_train, logger=logger,
+                                      allow_unsafe=args.unsafe_load)
     if args.ckpt is not None:
-        it, start_epoch = checkpoint_utils.load_params_with_optimizer(model, args.ckpt, optimizer=optimizer,
-                                                                      logger=logger)
+        it, start_epoch = checkpoint_utils.load_params_with_optimizer(
+            model, args.ckpt, optimizer=optimizer, logger=logger, batch_size=total_batch,
+            allow_unsafe=args.unsafe_load)
         last_epoch = start_epoch + 1
+    elif args.fresh_start:
+        if cfg.LOCAL_RANK == 0:
+            move_checkpoints_aside(ckpt_dir, logger)
+        dist_utils.barrier()
     else:
-        it, start_epoch = find_resume_checkpoint(ckpt_dir, model, optimizer, logger)
+        it, start_epoch = find_resume_checkpoint(ckpt_dir, model, optimizer, logger, total_batch,
+                                                 allow_unsafe=args.unsafe_load)
         if it > 0 or start_epoch > 0:
             last_epoch = start_epoch + 1
     iters_per_epoch = len(train_loader)
     if iters_per_epoch > 0 and it >= (start_epoch + 1) * iters_per_epoch:
-        start_epoch = it // iters_per_epoch  # a latest_model saved after the last iteration of its epoch
+        # a latest_model saved after the last iteration of its epoch (checkpoints record their batch size, so
+        # one written with another batch size never gets here)
+        start_epoch = it // iters_per_epoch
     start_epoch = max(start_epoch, 0)
 
     model.train()
@@ -186,4 +226,4 @@ def evaluate_after_training(args, cfg, student, dist_train, output_dir, ckpt_dir
 
 
 if __name__ == '__main__':
-    main()
+    run_tool(main)

@@ -24,7 +24,7 @@ def _log(logger, msg):
         logger.info(msg)
 
 
-def build_distiller(cfg, student, logger, teacher_ckpt=None, cfg_dir=None):
+def build_distiller(cfg, student, logger, teacher_ckpt=None, cfg_dir=None, unsafe_load=False):
     """Build the Distiller of an experiment config.
 
     Args:
@@ -33,22 +33,23 @@ def build_distiller(cfg, student, logger, teacher_ckpt=None, cfg_dir=None):
         logger: logging.Logger (or None).
         teacher_ckpt: path overriding ``TEACHER.CKPT``.
         cfg_dir: directory of the experiment YAML (for a relative ``TEACHER.CFG_FILE``).
+        unsafe_load: read a teacher checkpoint that needs globals outside the allow-list (``--unsafe_load``).
 
     Returns:
         Distiller with the frozen teacher on the student's device.
     """
     from easydict import EasyDict
 
-    from pcdet.config import cfg_from_yaml_file
+    from pcdet.config import ConfigUnknownKeyError, cfg_from_yaml_file, unknown_key_messages
     from pcdet.models import build_network
 
     from .teacher import TEACHER_DEFAULTS, check_same_data, freeze, load_teacher_checkpoint, resolve_teacher_cfg
 
     if 'TEACHER' not in cfg or 'DISTILL' not in cfg:
         raise KeyError('build_distiller: the experiment config needs TEACHER and DISTILL blocks')
-    unknown = sorted(k for k in cfg.TEACHER if k not in TEACHER_DEFAULTS)
+    unknown = unknown_key_messages(cfg.TEACHER, TEACHER_DEFAULTS, 'TEACHER.')
     if unknown:
-        raise KeyError(f'TEACHER: unknown key(s) {unknown}; valid keys are {sorted(TEACHER_DEFAULTS)}')
+        raise ConfigUnknownKeyError('; '.join(unknown))
     tcfg_block = dict(TEACHER_DEFAULTS, **cfg.TEACHER)
     for key in ('MODE', 'BN'):
         if tcfg_block[key] not in ('eval', 'train'):
@@ -67,7 +68,7 @@ def build_distiller(cfg, student, logger, teacher_ckpt=None, cfg_dir=None):
     teacher = build_network(model_cfg=teacher_cfg.MODEL, num_class=len(teacher_cfg.CLASS_NAMES), dataset=dataset)
     ckpt = teacher_ckpt or tcfg_block['CKPT']
     if ckpt:
-        load_teacher_checkpoint(teacher, ckpt, logger)
+        load_teacher_checkpoint(teacher, ckpt, logger, allow_unsafe=unsafe_load)
     elif not tcfg_block['ALLOW_RANDOM_INIT']:
         raise ValueError('no teacher checkpoint: set TEACHER.CKPT or pass --teacher_ckpt '
                          '(TEACHER.ALLOW_RANDOM_INIT: True allows a random teacher, for tests only)')
@@ -96,10 +97,14 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
     from .recorders import infer_channels
     from .teacher import TEACHER_DEFAULTS
 
+    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+
     distill = cfg.get('DISTILL') or {}
-    unknown = sorted(k for k in distill if k != 'LOSSES')
-    if unknown or not distill.get('LOSSES'):
-        raise KeyError(f'DISTILL: needs a non-empty LOSSES list and nothing else (got keys {sorted(distill)})')
+    unknown = unknown_key_messages(distill, {'LOSSES'}, 'DISTILL.')
+    if unknown:
+        raise ConfigUnknownKeyError('; '.join(unknown))
+    if not distill.get('LOSSES'):
+        raise KeyError(f'DISTILL: needs a non-empty LOSSES list (got keys {sorted(distill)})')
     tblock = dict(TEACHER_DEFAULTS, **(cfg.get('TEACHER') or {}))
     teacher_info = teacher_info or tblock
 

@@ -58,15 +58,11 @@ class Distiller(nn.Module):
                 raise
             return getattr(modules['student'], name)
 
-    def load_params_with_optimizer(self, filename, to_cpu=False, optimizer=None, logger=None):
-        """Resume: the student (and optimiser) through the detector's own loader, then ``distill_state``."""
-        result = self.student.load_params_with_optimizer(filename, to_cpu=to_cpu, optimizer=optimizer, logger=logger)
-        checkpoint = torch.load(filename, map_location='cpu', weights_only=True)
-        if 'distill_state' in checkpoint:
-            self.adapters.load_state_dict(checkpoint['distill_state'], strict=True)
-        elif logger is not None:
-            logger.warning(f'{filename} has no distill_state: distillation adapters start from scratch')
-        return result
+    def load_params_with_optimizer(self, filename, to_cpu=False, optimizer=None, logger=None, allow_unsafe=False):
+        """Resume: student, ``distill_state`` and optimiser, strictly, through the one checkpoint loader."""
+        from pcdet.utils import checkpoint_utils
+        return checkpoint_utils.load_params_with_optimizer(self, filename, optimizer=optimizer, logger=logger,
+                                                           allow_unsafe=allow_unsafe)
 
     def train(self, mode=True):
         super().train(mode)

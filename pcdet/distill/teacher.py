@@ -7,7 +7,6 @@ directory; ``tools/train.py`` passes it), ``TEACHER.CFG_DIR`` in the config, ``R
 """
 import os
 
-import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 TEACHER_DEFAULTS = {'CFG_FILE': None, 'CKPT': None, 'MODE': 'eval', 'BN': 'eval', 'EARLY_STOP': True,
@@ -34,48 +33,22 @@ def resolve_teacher_cfg(cfg, cfg_dir=None):
                             'build_distiller or set TEACHER.CFG_DIR)')
 
 
-def _state_dict_of(checkpoint, path):
-    if isinstance(checkpoint, dict) and 'model_state' in checkpoint:
-        state = checkpoint['model_state']
-    elif isinstance(checkpoint, dict) and all(torch.is_tensor(v) for v in checkpoint.values()):
-        state = checkpoint
-    else:
-        raise ValueError(f'teacher checkpoint {path}: no "model_state" entry and not a plain state_dict')
-    # Checkpoints written from a DDP-wrapped model carry a "module." prefix.
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state.items()}
+def load_teacher_checkpoint(teacher, path, logger=None, allow_unsafe=False):
+    """Load ``path`` into ``teacher`` strictly, through the one checkpoint loader
+    (``pcdet.utils.checkpoint_utils.load_model_state``: weights-only, DDP prefix, spconv 1.x layouts).
 
-
-def load_teacher_checkpoint(teacher, path, logger=None):
-    """Load ``path`` into ``teacher`` strictly.
-
-    Raises ``RuntimeError`` listing missing, unexpected and mis-shaped keys (a checkpoint of another
+    Raises ``CheckpointMismatchError`` listing missing, unexpected and mis-shaped keys (a checkpoint of another
     architecture or width); logs ``teacher loaded X/X tensors from <path>`` on success.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'teacher checkpoint not found: {path}')
+    from pcdet.utils.checkpoint_utils import CheckpointMismatchError, load_model_state
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:  # noqa: BLE001  legacy OpenPCDet checkpoints pickle numpy scalars
-        if logger is not None:
-            logger.warning(f'teacher checkpoint {path} is not weights_only-loadable ({type(err).__name__}); '
-                           'loading it with full unpickling (trust the source of this file)')
-        checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    state = _state_dict_of(checkpoint, path)
-    own = teacher.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    mis_shaped = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                        for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or mis_shaped:
-        def head(items):
-            return f'{len(items)} {items[:20]}' + (' ...' if len(items) > 20 else '')
-        raise RuntimeError(f'teacher checkpoint {path} does not match the teacher architecture from '
-                           f'TEACHER.CFG_FILE: missing keys {head(missing)}; unexpected keys {head(unexpected)}; '
-                           f'mis-shaped keys {head(mis_shaped)}')
-    teacher.load_state_dict(state, strict=True)
+        match = load_model_state(teacher, str(path), strict=True, logger=logger, allow_unsafe=allow_unsafe)
+    except CheckpointMismatchError as err:
+        raise CheckpointMismatchError(f'teacher checkpoint: {err} (the architecture from TEACHER.CFG_FILE)') \
+            from None
     if logger is not None:
-        logger.info(f'teacher loaded {len(state)}/{len(own)} tensors from {path}')
-    return len(state)
+        logger.info(f'teacher loaded {len(match.fitting)}/{len(match.model_state)} tensors from {path}')
+    return len(match.fitting)
 
 
 def set_teacher_mode(teacher, mode, bn):

@@ -208,7 +208,8 @@ def get_no_evaluated_ckpt(ckpt_dir, ckpt_record_file, args):
 def eval_single_ckpt(model, test_loader, args, eval_output_dir, logger, epoch_id, dist_test=False, cfg=None):
     """Load ``args.ckpt`` (or ``--pretrained_model``) into ``model`` and evaluate it once."""
     cfg = cfg if cfg is not None else _global_cfg()
-    model.load_params_from_file(filename=args.ckpt, logger=logger, to_cpu=dist_test)
+    model.load_params_from_file(filename=args.ckpt, logger=logger, to_cpu=dist_test, strict=True,
+                                allow_unsafe=getattr(args, 'unsafe_load', False))
     return eval_one_epoch(cfg, args, model, test_loader, epoch_id, logger, dist_test=dist_test,
                           result_dir=eval_output_dir)
 
@@ -254,7 +255,8 @@ def repeat_eval_ckpt(model, test_loader, args, eval_output_dir, logger, ckpt_dir
             waited += 30
             continue
         waited = 0
-        model.load_params_from_file(filename=ckpt, logger=logger, to_cpu=dist_test)
+        model.load_params_from_file(filename=ckpt, logger=logger, to_cpu=dist_test, strict=True,
+                                    allow_unsafe=getattr(args, 'unsafe_load', False))
         result_dir = eval_output_dir / ('epoch_%s' % epoch_id) / split
         tb_dict = eval_one_epoch(cfg, args, model, test_loader, epoch_id, logger, dist_test=dist_test,
                                  result_dir=result_dir)

@@ -21,6 +21,9 @@ def add_common_args(parser, max_waiting_mins):
     parser.add_argument('--save_to_file', action='store_true', default=False, help='write final_result/data')
     parser.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto',
                         help='auto: CUDA if available, else CPU')
+    parser.add_argument('--unsafe_load', action='store_true', default=False,
+                        help='read checkpoints that need more than weights and numpy scalars with the full '
+                             'unpickler (can run code from the file: only for files you trust)')
 
 
 def parse_args_and_config(parser, argv, cfg):
@@ -28,7 +31,7 @@ def parse_args_and_config(parser, argv, cfg):
     overrides. Returns ``(args, cfg)``."""
     import argparse
 
-    from pcdet.config import cfg_from_list, cfg_from_yaml_file
+    from pcdet.config import cfg_from_list, cfg_from_yaml_file, check_config_keys
     parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER,
                         help='set extra config keys if needed')
     args = parser.parse_args(argv)
@@ -36,12 +39,13 @@ def parse_args_and_config(parser, argv, cfg):
     cfg_from_yaml_file(args.cfg_file, cfg)
     if args.set_cfgs is not None:
         cfg_from_list(args.set_cfgs, cfg)
+    check_config_keys(cfg, args.cfg_file)
     return args, cfg
 
 
 def start_run_log(log_file, args, cfg, device, world_size):
     """Rank-0 logger writing to ``log_file``, started with the device, the flags and the resolved config."""
-    from pcdet.config import log_config_to_file
+    from pcdet.config import check_config_keys, log_config_to_file
     from pcdet.utils import common_utils
     logger = common_utils.create_logger(log_file, rank=cfg.LOCAL_RANK)
     logger.info('**********************Start logging**********************')
@@ -49,7 +53,38 @@ def start_run_log(log_file, args, cfg, device, world_size):
     for key, val in vars(args).items():
         logger.info('{:16} {}'.format(key, val))
     log_config_to_file(cfg, logger=logger)
+    for message in check_config_keys(cfg, args.cfg_file):
+        logger.warning('%s: %s', args.cfg_file, message)
     return logger
+
+
+def user_error_types():
+    """Exceptions that mean bad input (a file, a flag, a config key) rather than a bug: the tools print their
+    one-line message and exit with status 2 instead of a traceback."""
+    from pcdet.config import ConfigKeyError, ConfigTypeError
+    from pcdet.utils.checkpoint_utils import CheckpointError
+    from train_utils.train_utils import NonFiniteTrainingError
+    return (CheckpointError, ConfigKeyError, ConfigTypeError, FileNotFoundError, ResumeError,
+            NonFiniteTrainingError)
+
+
+class ResumeError(RuntimeError):
+    """Checkpoints exist in the output folder and none can continue this run."""
+
+
+def run_tool(main, argv=None):
+    """Run a tool's ``main``; a user error (``user_error_types``) becomes ``<tool>: error: <message>`` on stderr
+    and exit status 2. ``PCDET_TRACEBACK=1`` shows the traceback instead."""
+    import os
+    import sys
+    try:
+        return main(argv)
+    except user_error_types() as err:
+        if os.environ.get('PCDET_TRACEBACK'):
+            raise
+        tool = os.path.basename(sys.argv[0]) or 'pcdet'
+        print(f'{tool}: error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def resolve_cfg_file(cfg_file):

@@ -14,6 +14,7 @@ Frame i of a split is drawn from ``numpy.random.default_rng([seed, split_code, i
 alone, in any process, and the same seed gives byte-identical files whatever the number of workers.
 """
 import argparse
+import json
 import multiprocessing
 import os
 import time
@@ -67,13 +68,23 @@ def _job(args):
     return len(frame['points'])
 
 
-def generate_dataset(out_dir, num_train, num_val, seed, num_test=0, workers=None, verbose=False):
+META_FILE = 'synthetic_meta.json'
+
+
+def is_synthetic_root(out_dir):
+    """True when ``out_dir`` was written by this generator (its ``synthetic_meta.json``, written first)."""
+    return (Path(out_dir) / META_FILE).is_file()
+
+
+def generate_dataset(out_dir, num_train, num_val, seed, num_test=0, workers=None, verbose=False, overwrite=False):
     """Write the whole tree (see the module docstring).
 
     Args:
         out_dir: output root (created). Training frames 000000..num_train+num_val-1: the first ``num_train``
             are the train split, the rest val. ``num_test`` frames go to ``testing/`` (no labels).
         seed: base seed; workers: processes (default: all CPUs; 1 = in this process).
+        overwrite: write into a non-empty ``out_dir`` (its frames 000000.. and ImageSets are replaced); without
+            it a non-empty ``out_dir`` raises ``FileExistsError`` (it may be a real KITTI root).
     Returns:
         dict with 'num_frames', 'num_points', 'seconds'.
     """
@@ -81,6 +92,16 @@ def generate_dataset(out_dir, num_train, num_val, seed, num_test=0, workers=None
         if int(value) < 0:
             raise ValueError(f'{name} must be >= 0, got {value}')
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f'--out {root}: exists and is not a directory')
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        kind = 'an earlier synthetic set' if is_synthetic_root(root) else 'files that are not ours'
+        raise FileExistsError(f'--out {root}: not empty (holds {kind}); its frames 000000.. and ImageSets would be '
+                              'replaced: choose an empty folder or pass --overwrite')
+    root.mkdir(parents=True, exist_ok=True)
+    (root / META_FILE).write_text(json.dumps({'generator': 'pcdet.datasets.synthetic', 'seed': int(seed),
+                                              'num_train': int(num_train), 'num_val': int(num_val),
+                                              'num_test': int(num_test)}) + '\n')
     num_trainval = int(num_train) + int(num_val)
     jobs = [(str(root), 'training', seed, i) for i in range(num_trainval)]
     jobs += [(str(root), 'testing', seed, i) for i in range(int(num_test))]
@@ -120,9 +141,14 @@ def main(argv=None):
     parser.add_argument('--num_test', type=int, default=0)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--workers', type=int, default=None, help='processes (default: all CPUs)')
+    parser.add_argument('--overwrite', action='store_true', help='write into a non-empty --out (replaces its '
+                        'frames 000000.. and ImageSets)')
     args = parser.parse_args(argv)
-    generate_dataset(args.out, args.num_train, args.num_val, args.seed, num_test=args.num_test,
-                     workers=args.workers, verbose=True)
+    try:
+        generate_dataset(args.out, args.num_train, args.num_val, args.seed, num_test=args.num_test,
+                         workers=args.workers, verbose=True, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise SystemExit(f'generate: error: {err}') from None
 
 
 if __name__ == '__main__':

@@ -29,10 +29,10 @@ def resolve_options(loss_cfg, defaults, where):
     Returns:
         dict with every default key plus ``WEIGHT``; unknown keys raise ``KeyError`` listing the valid ones.
     """
-    valid = set(defaults) | set(COMMON_KEYS)
-    unknown = sorted(k for k in loss_cfg if k not in valid)
+    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+    unknown = unknown_key_messages(loss_cfg, set(defaults) | set(COMMON_KEYS), '')
     if unknown:
-        raise KeyError(f'{where}: unknown key(s) {unknown}; valid keys are {sorted(valid)}')
+        raise ConfigUnknownKeyError(f'{where}: ' + '; '.join(unknown))
     opts = copy.deepcopy(dict(defaults))
     for key, value in loss_cfg.items():
         if key not in ('NAME', 'TAG'):

@@ -27,6 +27,8 @@ TAU and integer scores: with ``SCORE: num_points`` and TAU = 0.01 (paper / code)
 (a pillar with one point fewer than the maximum gets weight ~e^-100). ``SCORE_NORM: max`` divides the scores of
 each set by their maximum first, so TAU then acts on a [0, 1] scale; the default ``none`` keeps the paper's form.
 """
+import logging
+
 import torch
 
 from .base import DistillLoss, check_choice
@@ -105,6 +107,8 @@ class PointDistillerLoss(DistillLoss):
         self.teacher_gcn = GraphConvAdapter(c_t, o['WIDTH'], o['EDGE'])
         if o['TEACHER_GCN'] == 'frozen':
             self.teacher_gcn.requires_grad_(False)   # left out of the optimiser (it takes requires_grad params)
+        self._reported_caps = set()   # (key, value) caps already logged
+        self.last_effective = {}      # {key: value used} where the last forward capped a configured value
 
     # ----------------------------------------------------------------------------------------------- layout
     def _flatten(self, feat, batch_dict, side):
@@ -152,6 +156,8 @@ class PointDistillerLoss(DistillLoss):
             sets = [torch.nonzero(bidx == b, as_tuple=False).view(-1) for b in torch.unique(bidx).tolist()]
         sets = [s for s in sets if s.numel() > 0]
         k = min(o['K'], min(int(s.numel()) for s in sets))   # one K for all sets so edges stack
+        if k < o['K']:
+            self._report_cap('K', o['K'], k, 'nodes in the smallest graph')
         space = t_nodes if o['GRAPH_SPACE'] == 'teacher_feature' else coords
         centers, neighbours, weights = [], [], []
         for rows in sets:
@@ -173,8 +179,17 @@ class PointDistillerLoss(DistillLoss):
                 weights.append(torch.ones(sel.numel(), device=t_nodes.device))
         return torch.cat(centers), torch.cat(neighbours), torch.cat(weights)
 
+    def _report_cap(self, key, configured, used, reason):
+        """Log (once per key and value) that the configured ``key`` was capped to ``used``."""
+        if (key, used) not in self._reported_caps:
+            self._reported_caps.add((key, used))
+            logging.getLogger('pcdet').warning('%s: %s = %d capped to %d (%s) in this batch; the loss uses %d',
+                                               self.where, key, configured, used, reason, used)
+        self.last_effective[key] = used
+
     def forward(self, student_feats, teacher_feats, batch_dict):
         o = self.opts
+        self.last_effective = {}
         s_nodes, s_bidx, _, _ = self._flatten(self.feature(student_feats, o['STUDENT_FEATURE'], 'student'),
                                               batch_dict, 'student')
         t_nodes, bidx, coords, is_voxel = self._flatten(
@@ -208,4 +223,5 @@ class PointDistillerLoss(DistillLoss):
             a_t, b_t = self.teacher_gcn.node_terms(t_nodes, center, neighbours)
             a_s, b_s = self.student_gcn.node_terms(s_nodes, center, neighbours)
             loss = edge_relu_mse(a_s, b_s, a_t, b_t, neighbours, weights)
-        return loss, {}
+        # the values actually used where the config asked for more (K capped to a graph's node count)
+        return loss, {f'effective_{key}': value for key, value in self.last_effective.items()}

@@ -5,7 +5,6 @@ registry: vfe (VFE), backbone_3d (BACKBONE_3D), map_to_bev_module (MAP_TO_BEV), 
 (BACKBONE_2D), dense_head (DENSE_HEAD), point_head (POINT_HEAD), roi_head (ROI_HEAD). An absent block leaves
 the slot ``None``. Geometry (grid_size, point_cloud_range, voxel_size) comes from the dataset only.
 """
-import os
 
 import torch
 import torch.nn as nn
@@ -15,7 +14,7 @@ from pcdet.models.registry import lookup
 from .. import backbones_2d, backbones_3d, dense_heads
 from ..backbones_2d import map_to_bev
 from ..backbones_3d import vfe
-from ..model_utils import checkpoint_loading, model_nms_utils
+from ..model_utils import model_nms_utils
 
 
 class Detector3DTemplate(nn.Module):
@@ -224,59 +223,37 @@ class Detector3DTemplate(nn.Module):
             recall_dict['gt'] += int(cur_gt.shape[0])
         return recall_dict
 
-    def load_params_from_file(self, filename, logger, to_cpu=False, strict=False, pre_trained_path=None):
-        """Load ``model_state`` of a checkpoint.
+    def load_params_from_file(self, filename, logger, to_cpu=False, strict=False, pre_trained_path=None,
+                              allow_unsafe=False):
+        """Load ``model_state`` of a checkpoint through the one checkpoint loader (``pcdet.utils.checkpoint_utils``).
 
         strict=False (``--pretrained_model``): loads the tensors that fit, logs every key that was not updated
-        and ``==> Done (loaded X/Y)``. strict=True: ``CheckpointMismatchError`` listing missing / unexpected /
-        mis-shaped keys. spconv weight layouts are converted either way.
+        and ``==> Done (loaded X/Y)``. strict=True (evaluation): ``CheckpointMismatchError`` listing missing /
+        unexpected / mis-shaped keys, nothing loaded. spconv weight layouts are converted either way.
+        ``pre_trained_path``: a second file whose ``model_state`` is merged over the first (OpenPCDet).
         """
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f'load_params_from_file: checkpoint not found: {filename}')
+        from pcdet.utils import checkpoint_utils
         logger.info('==> Loading parameters from checkpoint %s to %s', filename, 'CPU' if to_cpu else 'its device')
         map_location = torch.device('cpu') if to_cpu else self.global_step.device
-        checkpoint = checkpoint_loading.torch_load(filename, map_location=map_location, logger=logger)
-        model_state_disk = checkpoint_loading.model_state_from_checkpoint(checkpoint, filename)
+        checkpoint = checkpoint_utils.load_checkpoint(filename, map_location, allow_unsafe, logger)
         if pre_trained_path is not None:
-            pretrain = checkpoint_loading.torch_load(pre_trained_path, map_location=map_location, logger=logger)
-            model_state_disk.update(checkpoint_loading.model_state_from_checkpoint(pretrain, pre_trained_path))
+            pretrain = checkpoint_utils.load_checkpoint(pre_trained_path, map_location, allow_unsafe, logger)
+            merged = dict(checkpoint_utils.model_state_of(checkpoint, filename))
+            merged.update(checkpoint_utils.model_state_of(pretrain, pre_trained_path))
+            checkpoint = {'model_state': merged, 'version': checkpoint.get('version')}
         version = checkpoint.get('version', None) if isinstance(checkpoint, dict) else None
         if version is not None:
             logger.info('==> Checkpoint trained from version: %s', version)
-        state_dict, update_model_state = checkpoint_loading.load_state_into_model(
-            self, model_state_disk, strict=strict, filename=filename, logger=logger)
-        for key in state_dict:
-            if key not in update_model_state:
-                logger.info('Not updated weight %s: %s', key, str(tuple(state_dict[key].shape)))
-        logger.info('==> Done (loaded %d/%d)', len(update_model_state), len(state_dict))
+        match = checkpoint_utils.load_model_state(self, filename, strict=strict, logger=logger, checkpoint=checkpoint)
+        for key in match.model_state:
+            if key not in match.fitting:
+                logger.info('Not updated weight %s: %s', key, str(tuple(match.model_state[key].shape)))
+        logger.info('==> Done (loaded %d/%d)', len(match.fitting), len(match.model_state))
 
-    def load_params_with_optimizer(self, filename, to_cpu=False, optimizer=None, logger=None):
-        """Resume: strict weight loading plus the optimizer state. Returns ``(it, epoch)``."""
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f'load_params_with_optimizer: checkpoint not found: {filename}')
-        if logger is not None:
-            logger.info('==> Loading parameters from checkpoint %s to %s', filename,
-                        'CPU' if to_cpu else 'its device')
+    def load_params_with_optimizer(self, filename, to_cpu=False, optimizer=None, logger=None, allow_unsafe=False):
+        """Resume: strict weight loading plus the optimizer state (``checkpoint_utils.load_params_with_optimizer``).
+        Returns ``(it, epoch)``."""
+        from pcdet.utils import checkpoint_utils
         map_location = torch.device('cpu') if to_cpu else self.global_step.device
-        checkpoint = checkpoint_loading.torch_load(filename, map_location=map_location, logger=logger)
-        epoch = checkpoint.get('epoch', -1)
-        it = checkpoint.get('it', 0.0)
-        checkpoint_loading.load_state_into_model(self, checkpoint['model_state'], strict=True, filename=filename,
-                                                 logger=logger)
-        if optimizer is not None:
-            if checkpoint.get('optimizer_state', None) is not None:
-                if logger is not None:
-                    logger.info('==> Loading optimizer parameters from checkpoint %s', filename)
-                optimizer.load_state_dict(checkpoint['optimizer_state'])
-            else:
-                # OpenPCDet may store the optimizer next to the weights as <name>_optim.<ext>
-                src_file, ext = os.path.splitext(filename)
-                optimizer_filename = f'{src_file}_optim{ext}'
-                if os.path.exists(optimizer_filename):
-                    optimizer_ckpt = checkpoint_loading.torch_load(optimizer_filename, map_location, logger)
-                    optimizer.load_state_dict(optimizer_ckpt['optimizer_state'])
-        if logger is not None:
-            if 'version' in checkpoint:
-                logger.info('==> Checkpoint trained from version: %s', checkpoint['version'])
-            logger.info('==> Done')
-        return it, epoch
+        return checkpoint_utils.load_params_with_optimizer(self, filename, optimizer=optimizer, logger=logger,
+                                                           map_location=map_location, allow_unsafe=allow_unsafe)

@@ -114,6 +114,11 @@ setup(
         'tqdm',
         'matplotlib',
     ],
+    # pcdet.deploy (tools/export_onnx.py, tools/test.py --onnx): pip install -e .[deploy]. onnxscript is what
+    # torch.onnx's dynamo exporter (the one pcdet.deploy uses) needs; requirements-dev.txt pins the tested versions.
+    extras_require={
+        'deploy': ['onnx>=1.23', 'onnxruntime>=1.31', 'onnxscript>=0.7'],
+    },
     packages=find_packages(exclude=('tools', 'tools.*', 'tests', 'tests.*', 'data', 'output', 'docker',
                                     'benchmarks', 'benchmarks.*')),
     ext_modules=ext_modules,

@@ -27,6 +27,22 @@ class AnchorHeadSingle(AnchorHeadTemplate):
         nn.init.constant_(self.conv_cls.bias, -np.log((1 - pi) / pi))
         nn.init.normal_(self.conv_box.weight, mean=0, std=0.001)
 
+    def predict_maps(self, spatial_features_2d):
+        """The raw head outputs, channels last (what ``forward`` stores and the ONNX export returns).
+
+        Args:
+            spatial_features_2d (B, C, H, W) float BEV map.
+        Returns:
+            cls_preds (B, H, W, A*num_class) logits, box_preds (B, H, W, A*code_size) anchor residuals,
+            dir_cls_preds (B, H, W, A*NUM_DIR_BINS) logits or None without a direction classifier.
+        """
+        cls_preds = self.conv_cls(spatial_features_2d).permute(0, 2, 3, 1).contiguous()
+        box_preds = self.conv_box(spatial_features_2d).permute(0, 2, 3, 1).contiguous()
+        dir_cls_preds = None
+        if self.conv_dir_cls is not None:
+            dir_cls_preds = self.conv_dir_cls(spatial_features_2d).permute(0, 2, 3, 1).contiguous()
+        return cls_preds, box_preds, dir_cls_preds
+
     def forward(self, data_dict):
         """
         Reads:
@@ -35,16 +51,11 @@ class AnchorHeadSingle(AnchorHeadTemplate):
             batch_cls_preds (B, N, num_class) logits, batch_box_preds (B, N, 7) LiDAR boxes,
             cls_preds_normalized False. N = H * W * anchors per location.
         """
-        spatial_features_2d = data_dict['spatial_features_2d']
-        cls_preds = self.conv_cls(spatial_features_2d).permute(0, 2, 3, 1).contiguous()  # (B, H, W, A*C)
-        box_preds = self.conv_box(spatial_features_2d).permute(0, 2, 3, 1).contiguous()
+        cls_preds, box_preds, dir_cls_preds = self.predict_maps(data_dict['spatial_features_2d'])
         self.forward_ret_dict['cls_preds'] = cls_preds
         self.forward_ret_dict['box_preds'] = box_preds
-        if self.conv_dir_cls is not None:
-            dir_cls_preds = self.conv_dir_cls(spatial_features_2d).permute(0, 2, 3, 1).contiguous()
+        if dir_cls_preds is not None:
             self.forward_ret_dict['dir_cls_preds'] = dir_cls_preds
-        else:
-            dir_cls_preds = None
         if self.training:
             self.forward_ret_dict.update(self.assign_targets(gt_boxes=data_dict['gt_boxes']))
         if not self.training or self.predict_boxes_when_training:

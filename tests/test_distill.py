@@ -6,7 +6,9 @@ PointPillar), so the Distiller is exercised without the full model zoo; ``test_d
 PointPillars / SECOND builds.
 """
 import logging
+import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -15,7 +17,6 @@ from easydict import EasyDict
 
 from pcdet.distill import make_distiller
 from pcdet.distill.teacher import freeze, load_teacher_checkpoint
-from test_distill_losses import knn_op  # noqa: F401  (kNN op or its temporary stand-in)
 
 H, W, NUM_ANCHORS, NUM_CLASS = 12, 10, 2, 3
 
@@ -169,6 +170,19 @@ def test_training_step_updates_student_only():
     assert all(k.startswith(('student.', 'adapters.')) for k in distiller.state_dict())
 
 
+def fg_cells_of(box, enlarge):
+    """BEV cells (W x H over ``Holder.point_cloud_range``) whose centre is inside ``box`` [x, y, z, dx, dy, dz,
+    heading] grown by ``enlarge`` in length and width (the box centre lies inside, so its cell counts once)."""
+    box = [float(v) for v in box]
+    x0, y0, _, x1, y1, _ = Holder.point_cloud_range
+    xs = x0 + (np.arange(W) + 0.5) * (x1 - x0) / W
+    ys = y0 + (np.arange(H) + 0.5) * (y1 - y0) / H
+    dx, dy = xs[None, :] - box[0], ys[:, None] - box[1]
+    cos, sin = math.cos(box[6]), math.sin(box[6])
+    along, across = dx * cos + dy * sin, -dx * sin + dy * cos
+    return int(((np.abs(along) <= box[3] / 2 + enlarge) & (np.abs(across) <= box[4] / 2 + enlarge)).sum())
+
+
 def test_loss_bookkeeping_sums_weighted_terms():
     distiller, student, _ = build()
     distiller.train()
@@ -179,7 +193,10 @@ def test_loss_bookkeeping_sums_weighted_terms():
     assert all(f'distill/{t}' in tb for t in tags)
     assert tb['distill_loss'] == pytest.approx(sum(tb[f'distill/{t}'] for t in tags), rel=1e-5)
     assert ret['loss'].item() == pytest.approx(tb['loss_rpn'] + tb['distill_loss'], rel=1e-5)
-    assert tb['distill/PointDistillerLoss'] > 0 and tb['distill/FGMimicLoss/fg_cells'] > 0
+    assert tb['distill/PointDistillerLoss'] > 0
+    # FG mask: cell centres inside the one GT box grown by ENLARGE 1 m, in each of the 2 samples
+    cells_per_sample = fg_cells_of(make_batch()['gt_boxes'][0, 0], enlarge=1.0)
+    assert cells_per_sample == 40 and tb['distill/FGMimicLoss/fg_cells'] == 2 * cells_per_sample
     distiller.eval()
     preds, _ = distiller(make_batch())                      # eval: the plain student forward
     assert preds[0]['pred_scores'].shape == (2, NUM_ANCHORS * NUM_CLASS, H, W)

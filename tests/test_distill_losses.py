@@ -3,32 +3,13 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from pcdet.distill import graph_kernels
 from pcdet.distill.adapters import GraphConvAdapter
 from pcdet.distill.losses import FGMimicLoss, FitNetLoss, LogitKDLoss, PointDistillerLoss, get_loss_class
 from pcdet.distill.losses.fg_mimic_loss import bev_box_mask
 from pcdet.distill.losses.pointdistiller_loss import importance_weights, top_nodes
-
-
-@pytest.fixture(autouse=True)
-def knn_op(monkeypatch):
-    """Use pcdet.ops.knn when it exists; otherwise a temporary dense stand-in (same contract) for this test only."""
-    try:
-        from pcdet.ops.knn import knn_utils  # noqa: F401
-    except ImportError:
-        import sys
-        import types
-
-        def knn(query, ref, k):
-            d = ((query.unsqueeze(2) - ref.unsqueeze(1)) ** 2).sum(-1)          # (B, N, M)
-            order = torch.sort(d, dim=2, stable=True).indices[:, :, :k]          # ties by index
-            return order, torch.gather(d, 2, order)
-        pkg = types.ModuleType('pcdet.ops.knn')
-        mod = types.ModuleType('pcdet.ops.knn.knn_utils')
-        mod.knn = knn
-        pkg.knn_utils = mod
-        monkeypatch.setitem(sys.modules, 'pcdet.ops.knn', pkg)
-        monkeypatch.setitem(sys.modules, 'pcdet.ops.knn.knn_utils', mod)
 
 
 def const_channels(cs, ct):
@@ -103,6 +84,35 @@ def make_pd(cs=8, ct=8, **kw):
     return PointDistillerLoss(cfg, 'test', const_channels(cs, ct))
 
 
+def dense_pd_reference(loss, s_nodes, t_nodes, bidx, scores):
+    """PointDistiller's loss (training-mode BN) written out on explicit (N, K) edges, differentiable: the graph
+    from ``build_graph``, per side ReLU(BN(W e_ij)) with the statistics of all N*K edges, optional max over K,
+    weighted MSE. For samples with equally many selected nodes (the per-sample mean is then the mean over nodes)."""
+    center, nbr, weights = loss.build_graph(t_nodes.detach(), bidx, torch.zeros(len(bidx), 1), scores)
+    assert len(set(torch.bincount(bidx[center]).tolist())) == 1
+
+    def embed(gcn, feats):
+        x_j = feats[nbr]                                                        # (N, K, C)
+        x_i = feats[center].unsqueeze(1).expand_as(x_j)
+        z = torch.cat([x_j - x_i if gcn.edge == 'diff' else x_j, x_i], dim=2) @ gcn.conv.weight[:, :, 0, 0].t()
+        mean, var = z.mean(dim=(0, 1)), z.var(dim=(0, 1), unbiased=False)
+        return torch.relu((z - mean) / torch.sqrt(var + gcn.bn.eps) * gcn.bn.weight + gcn.bn.bias)
+    y_s, y_t = embed(loss.student_gcn, s_nodes), embed(loss.teacher_gcn, t_nodes.detach())
+    if loss.opts['POOL'] == 'max':
+        return (weights * (y_s.amax(dim=1) - y_t.amax(dim=1)).pow(2).mean(dim=1)).mean()
+    return (weights.view(-1, 1, 1) * (y_s - y_t).pow(2)).mean()
+
+
+def assert_matches_reference(loss, value, s, reference, rel=1e-5):
+    """``value`` and the gradients it left on ``s`` and on the trainable adapters equal those of ``reference``."""
+    params = [p for p in loss.parameters() if p.requires_grad]
+    expected = torch.autograd.grad(reference, [s] + params)
+    assert value.item() == pytest.approx(reference.item(), rel=rel)
+    assert expected[0].abs().sum() > 0                                       # the comparison is not vacuous
+    for got, want in zip([s.grad] + [p.grad for p in params], expected):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_pointdistiller_zero_for_identical_features_and_shared_adapters():
     batch = pillar_batch()
     loss = make_pd()
@@ -145,13 +155,12 @@ def test_pointdistiller_grads_reach_student_and_adapters_only():
     s = torch.randn(batch['feat'].shape[0], 4, requires_grad=True)
     t = batch['feat'].clone().requires_grad_(True)
     value, _ = loss({'pillar_features': s}, {'pillar_features': t}, batch)
-    assert value.item() > 0
     value.backward()
-    assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None                                  # teacher features are detached
-    for p in loss.parameters():
-        assert p.grad is not None
-
+    # value and gradients (student features, both graph convs) are those of the literal edge formulation
+    reference = dense_pd_reference(loss, s, t, batch['voxel_coords'][:, 0].long(),
+                                   batch['voxel_num_points'].float())
+    assert_matches_reference(loss, value, s, reference)
 
 
 @pytest.mark.parametrize('pool', ['none', 'max'])
@@ -164,14 +173,16 @@ def test_pointdistiller_frozen_teacher_gcn_gets_no_update(pool):
     trainable = make_pd(cs=4, ct=8, POOL=pool)
     trainable.load_state_dict(frozen.state_dict())
     s = torch.randn(batch['feat'].shape[0], 4)
-    values = []
+    values, grads = [], []
     for loss in (frozen, trainable):
         s_in = s.clone().requires_grad_(True)
         value, _ = loss({'pillar_features': s_in}, {'pillar_features': batch['feat']}, batch)
         value.backward()
         values.append(value.item())
+        grads.append([s_in.grad] + [p.grad for p in loss.student_gcn.parameters()])
         assert s_in.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in loss.student_gcn.parameters())
     assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(*grads))   # the student side alike
     assert all(p.grad is None and not p.requires_grad for p in frozen.teacher_gcn.parameters())
     assert all(p.grad is not None for p in trainable.teacher_gcn.parameters())
     assert {id(p) for p in frozen.parameters() if p.requires_grad} == {id(p) for p in frozen.student_gcn.parameters()}
@@ -187,17 +198,26 @@ def test_pointdistiller_bev_and_sparse_layouts():
     name = 'module:backbone_2d.blocks.0'
     value, _ = loss({name: s}, {name: t}, {})
     value.backward()
-    assert value.item() > 0 and s.grad.abs().sum() > 0
+    # nodes are the H*W cells of each sample (channels last), scored by the max teacher activation
+    t_nodes = t.permute(0, 2, 3, 1).reshape(70, 6)
+    bidx = torch.arange(2).repeat_interleave(35)
+    reference = dense_pd_reference(loss, s.permute(0, 2, 3, 1).reshape(70, 4), t_nodes, bidx,
+                                   t_nodes.max(dim=1).values)
+    assert_matches_reference(loss, value, s, reference)
 
     class Sparse:  # the two attributes of an spconv SparseConvTensor the loss reads
         def __init__(self, features, indices):
             self.features, self.indices = features, indices
     batch = pillar_batch(counts=(25, 25), c=6)
     loss = make_pd(cs=4, ct=6, STUDENT_FEATURE='encoded_spconv_tensor', TEACHER_FEATURE='encoded_spconv_tensor')
-    st = Sparse(torch.randn(50, 4), batch['voxel_coords'])
+    st = Sparse(torch.randn(50, 4, requires_grad=True), batch['voxel_coords'])
     tt = Sparse(batch['feat'], batch['voxel_coords'])
     value, _ = loss({'encoded_spconv_tensor': st}, {'encoded_spconv_tensor': tt}, {})
-    assert torch.isfinite(value) and value.item() > 0
+    value.backward()
+    assert torch.isfinite(value)
+    reference = dense_pd_reference(loss, st.features, tt.features, batch['voxel_coords'][:, 0].long(),
+                                   tt.features.max(dim=1).values)
+    assert_matches_reference(loss, value, st.features, reference)
 
 
 def test_pointdistiller_bad_config_and_mismatched_features():
@@ -226,7 +246,9 @@ def test_fitnet_and_fg_mimic_zero_when_adapter_reproduces_teacher():
     assert fit({'spatial_features_2d': s}, {'spatial_features_2d': t + 1}, {})[0].item() == pytest.approx(1, 1e-4)
     # student map at half resolution is resized to the teacher's
     t_big = torch.randn(2, 5, 16, 20)
-    assert fit({'spatial_features_2d': s}, {'spatial_features_2d': t_big}, {})[0].item() > 0
+    resized = F.interpolate(t, size=(16, 20), mode='bilinear', align_corners=False)
+    assert fit({'spatial_features_2d': s}, {'spatial_features_2d': t_big}, {})[0].item() == pytest.approx(
+        (resized - t_big).pow(2).mean().item(), rel=1e-5)
 
 
 def test_bev_box_mask_geometry():
@@ -279,7 +301,14 @@ def test_logit_kd_minimum_at_teacher_logits():
     assert all(v.grad.abs().max() < 1e-6 for v in s.values())   # stationary point at the teacher's outputs
     s2 = {n: (v + 0.5).requires_grad_(True) for n, v in t.items()}
     value2, tb2 = kd(s2, t, {})
-    assert value2.item() > value.item() and tb2['box'] > 0
+    assert value2.item() > value.item()
+    # every residual off by 0.5 (heading: sin 0.5), all past smooth-L1's beta 1/9: the same cost at every anchor,
+    # so the score-weighted mean is that cost
+    assert tb2['box'] == pytest.approx(6 * (0.5 - 0.5 / 9) + math.sin(0.5) - 0.5 / 9, rel=1e-5)
+    p_t, q = torch.sigmoid(zc / 2), torch.sigmoid((zc + 0.5) / 2)
+    bce = -(p_t * torch.log(q) + (1 - p_t) * torch.log(1 - q)).mean() * 4          # T^2 = 4
+    assert tb2['cls'] == pytest.approx(bce.item(), rel=1e-5)
+    assert value2.item() == pytest.approx(tb2['cls'] + tb2['box'], rel=1e-5)
     # heading difference of 2*pi costs nothing (sin-difference)
     zb_rot = zb.clone().view(2, 6, 7, 4, 5)
     zb_rot[:, :, 6] += 2 * math.pi
@@ -288,9 +317,8 @@ def test_logit_kd_minimum_at_teacher_logits():
 
 
 def test_fused_edge_kernels_match_torch_reference():
-    from pcdet.distill import graph_kernels as gk
-    if gk._numba_kernels() is None:
-        pytest.skip('numba unavailable: only the torch path exists')
+    gk = graph_kernels
+    assert gk._numba_kernels() is not None                       # numba is a dependency: the CPU path is fused
     torch.manual_seed(4)
     m, n, k, c = 50, 20, 7, 5
     nbr = torch.randint(0, m, (n, k))

@@ -12,12 +12,10 @@ import pytest
 import torch
 from easydict import EasyDict
 
-from test_distill_losses import knn_op  # noqa: F401  (kNN op or its temporary stand-in)
-
-models = pytest.importorskip('pcdet.models', reason='pcdet.models (detectors) not available yet')
-from pcdet.config import cfg_from_yaml_file  # noqa: E402
-from pcdet.datasets.dataset_meta import DatasetMeta  # noqa: E402
-from pcdet.distill import build_distiller  # noqa: E402
+from pcdet import models
+from pcdet.config import cfg_from_yaml_file
+from pcdet.datasets.dataset_meta import DatasetMeta
+from pcdet.distill import build_distiller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, 'tools', 'cfgs', 'kitti_synth_models')

@@ -100,7 +100,7 @@ setup(
     name='pcdet',
     version=read_version(),
     description='OpenPCDet-compatible LiDAR 3D detection toolbox with knowledge distillation (PointDistiller)',
-    python_requires='>=3.9',
+    python_requires='>=3.10',  # torch 2.13 supports Python 3.10 and newer
     # spconv is not listed: its package name depends on the platform (spconv for CPU, spconv-cu126 etc.
     # for CUDA). requirements.txt pins the CPU default; the README says what CUDA users install.
     install_requires=[
@@ -111,6 +111,7 @@ setup(
         'pyyaml',
         'tensorboardX',
         'scikit-image',
+        'scipy',  # already a dependency of scikit-image; used directly for OpenPCDet's in_hull point counts
         'tqdm',
         'matplotlib',
     ],

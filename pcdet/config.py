@@ -52,26 +52,33 @@ def _load_yaml(path):
     return data
 
 
-def _find_base(base, including_file, key_path):
-    """Resolve a ``_BASE_CONFIG_`` value to an absolute path.
+def find_config_file(path, referring_dir=None, extra_dirs=(), what='config file'):
+    """Absolute path of a config file; the one resolver for ``--cfg_file``, ``_BASE_CONFIG_`` and
+    ``TEACHER.CFG_FILE``.
 
-    Tried in order: relative to the including file's directory, the CWD, ``ROOT_DIR/tools``.
+    An absolute path is taken as it is. A relative one is tried, in order, relative to ``referring_dir`` (the
+    directory of the file that names it), each of ``extra_dirs``, the working directory, the repository root and
+    ``ROOT_DIR/tools`` (where OpenPCDet's ``cfgs/...`` paths point), so every command works from the root and from
+    ``tools/``. ``FileNotFoundError`` names ``what`` and lists every path tried.
     """
-    if not isinstance(base, (str, os.PathLike)):
-        raise ValueError(f'{including_file or "<dict>"}: {key_path} must be a file path, got {base!r}')
-    base = Path(base).expanduser()
-    if base.is_absolute():
-        candidates = [base]
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f'{what} must be a file path, got {path!r}')
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        candidates = [path]
     else:
-        candidates = []
-        if including_file is not None:
-            candidates.append(Path(including_file).resolve().parent / base)
-        candidates += [Path.cwd() / base, _repo_root() / 'tools' / base]
+        dirs = [referring_dir, *extra_dirs, Path.cwd(), _repo_root(), _repo_root() / 'tools']
+        candidates = [Path(d) / path for d in dirs if d]
     for cand in candidates:
         if cand.is_file():
             return cand.resolve()
-    tried = ', '.join(str(c) for c in candidates)
-    raise FileNotFoundError(f'{including_file or "<dict>"}: {key_path} = {str(base)!r} not found (tried {tried})')
+    raise FileNotFoundError(f'{what} {str(path)!r} not found (tried {", ".join(str(c) for c in candidates)})')
+
+
+def _find_base(base, including_file, key_path):
+    """Resolve a ``_BASE_CONFIG_`` value (relative to the including file first, see ``find_config_file``)."""
+    referring = Path(including_file).resolve().parent if including_file is not None else None
+    return find_config_file(base, referring, what=f'{including_file or "<dict>"}: {key_path} =')
 
 
 def _merge(config, new_config, including_file, stack, key_prefix):
@@ -212,8 +219,8 @@ def cfg_from_list(cfg_list, config):
 
 # Keys the code reads, per block. Top level and OPTIMIZATION are fixed sets: an unknown key there is an error.
 # DATA_CONFIG and MODEL keys are also read by the dataset / detector builders; an unknown one is reported.
-TOP_LEVEL_KEYS = frozenset({BASE_KEY, 'ROOT_DIR', 'LOCAL_RANK', 'TAG', 'EXP_GROUP_PATH', 'CLASS_NAMES', 'DATA_CONFIG',
-                            'MODEL', 'OPTIMIZATION', 'TEACHER', 'DISTILL'})
+TOP_LEVEL_KEYS = frozenset({BASE_KEY, 'ROOT_DIR', 'RANK', 'LOCAL_RANK', 'TAG', 'EXP_GROUP_PATH', 'CLASS_NAMES',
+                            'DATA_CONFIG', 'MODEL', 'OPTIMIZATION', 'TEACHER', 'DISTILL'})
 OPTIMIZATION_KEYS = frozenset({
     'BATCH_SIZE_PER_GPU', 'NUM_EPOCHS', 'OPTIMIZER', 'LR', 'WEIGHT_DECAY', 'MOMENTUM', 'MOMS', 'PCT_START',
     'DIV_FACTOR', 'DECAY_STEP_LIST', 'LR_DECAY', 'LR_CLIP', 'LR_WARMUP', 'WARMUP_EPOCH', 'GRAD_NORM_CLIP', 'BETAS',
@@ -286,4 +293,5 @@ def resolve_path(p):
 
 cfg = EasyDict()
 cfg.ROOT_DIR = _repo_root()
-cfg.LOCAL_RANK = 0
+cfg.RANK = 0           # global process rank (what gates rank-0 logging and checkpoints)
+cfg.LOCAL_RANK = 0     # OpenPCDet's name for the same value (its scripts set it to the global rank too)

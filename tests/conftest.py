@@ -89,3 +89,35 @@ def kitti_infos_root(tmp_path_factory, kitti_samples_dir):
                     '--workers', '1'], cwd=REPO_ROOT, check=True, env=env, capture_output=True)
     assert (root / 'kitti_infos_train.pkl').is_file()
     return root
+
+
+def tiny_kitti_config(base_cfg, data_root, point_cloud_range=(0, -19.84, -3, 34.56, 19.84, 1)):
+    """YAML text of a tiny experiment on the sample frames: ``base_cfg`` with ``DATA_PATH`` = ``data_root``, half
+    KITTI's x/y range (216 x 248 pillars on the 0.16 m grid) and no GT sampling (9 training frames cannot feed it).
+    SECOND's 0.05 m grid needs ``(0, -20, -3, 35.2, 20, 1)``."""
+    return (f'_BASE_CONFIG_: {base_cfg}\nDATA_CONFIG:\n  DATA_PATH: {data_root}\n'
+            f'  POINT_CLOUD_RANGE: {list(point_cloud_range)}\n'
+            "  DATA_AUGMENTOR:\n    DISABLE_AUG_LIST: ['gt_sampling']\n")
+
+
+@pytest.fixture(scope='session')
+def tiny_config_text():
+    """``tiny_kitti_config`` for tests (a fixture, so test modules need not import conftest)."""
+    return tiny_kitti_config
+
+
+@pytest.fixture
+def extra_tag(request):
+    """A fresh ``--extra_tag``; afterwards its run folder under the test module's ``OUTPUT_GROUP``
+    (``<repo>/output/<group>/<cfg stem>``) is removed, and the group folders too when nothing else is in them."""
+    import shutil
+    import uuid
+    tag = 'pytest_' + uuid.uuid4().hex[:8]
+    yield tag
+    group = Path(request.module.OUTPUT_GROUP)
+    shutil.rmtree(group / tag, ignore_errors=True)
+    for d in (group, group.parent):  # only when empty: other runs may share them
+        try:
+            d.rmdir()
+        except OSError:
+            pass

@@ -262,7 +262,7 @@ def test_log_config_to_file(loaded):
 
 def test_global_cfg_and_resolve_path(tmp_path, monkeypatch):
     assert Path(cfg.ROOT_DIR) == REPO_ROOT and (Path(cfg.ROOT_DIR) / 'setup.py').is_file()
-    assert cfg.LOCAL_RANK == 0
+    assert cfg.LOCAL_RANK == 0 and cfg.RANK == 0
     (tmp_path / 'here').mkdir()
     monkeypatch.chdir(tmp_path)
     assert resolve_path('here') == tmp_path / 'here'

@@ -149,25 +149,25 @@ def test_training_step_updates_student_only():
     distiller.train()
     assert not teacher.training and all(not m.training for m in teacher.modules())
     t_before, s_before = snapshot(teacher), snapshot(student)
-    a_before = snapshot(distiller.adapters)
+    a_before = snapshot(distiller.losses)
     opt = torch.optim.SGD(distiller.parameters(), lr=0.1)
     ret, tb, _ = distiller(make_batch())
     opt.zero_grad()
     ret['loss'].backward()
     # gradients reach student and adapters only
     assert all(p.grad is None for p in teacher.parameters())
-    assert all(p.grad is not None for p in distiller.adapters.parameters())
+    assert all(p.grad is not None for p in distiller.losses.parameters())
     assert all(p.grad is not None for p in student.parameters())
     opt.step()
     t_after, s_after = snapshot(teacher), snapshot(student)
     assert all(torch.equal(t_before[k], t_after[k]) for k in t_before)         # incl. BN running stats
     assert not torch.equal(s_before['vfe.norm.running_mean'], s_after['vfe.norm.running_mean'])
     assert not torch.equal(s_before['vfe.linear.weight'], s_after['vfe.linear.weight'])
-    a_after = snapshot(distiller.adapters)
+    a_after = snapshot(distiller.losses)
     assert any(not torch.equal(a_before[k], a_after[k]) for k in a_before)
     # the teacher never joins the module tree
     assert not any(p is q for p in distiller.parameters() for q in teacher.parameters())
-    assert all(k.startswith(('student.', 'adapters.')) for k in distiller.state_dict())
+    assert all(k.startswith(('student.', 'losses.')) for k in distiller.state_dict())
 
 
 def fg_cells_of(box, enlarge):

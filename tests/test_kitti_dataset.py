@@ -96,11 +96,12 @@ def label_boxes_lidar(label_path, lidar_to_rect):
     return names, np.array(boxes).reshape(-1, 7)
 
 
-def in_box(points, box, margin=MARGIN, z_margin=0.0):
+def in_box(points, box, margin=MARGIN, z_margin=0.0, inclusive=False):
     d = points[:, :3].astype(np.float64) - box[:3]
     c, s = np.cos(box[6]), np.sin(box[6])
     lx, ly = d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c
-    return (np.abs(lx) < box[3] / 2 + margin) & (np.abs(ly) < box[4] / 2 + margin) & \
+    side = np.less_equal if inclusive else np.less
+    return side(np.abs(lx), box[3] / 2 + margin) & side(np.abs(ly), box[4] / 2 + margin) & \
         (np.abs(d[:, 2]) <= box[5] / 2 + z_margin)
 
 
@@ -149,7 +150,8 @@ def test_boxes_and_num_points_in_gt_match_brute_force(kitti_root, kitti_samples_
         a = info['annos']
         assert list(a['name'][:len(names)]) == names
         np.testing.assert_allclose(a['gt_boxes_lidar'], boxes, atol=1e-4)
-        expected = [int(in_box(pts, b).sum()) for b in boxes]
+        # OpenPCDet counts points in the box hull, boundary included and without the GT crop's 1 cm margin
+        expected = [int(in_box(pts, b, margin=0.0, inclusive=True).sum()) for b in boxes]
         assert a['num_points_in_gt'][:len(names)].tolist() == expected
         checked += sum(e > 0 for e in expected)
     assert checked > 40  # most of the 58 real objects have FOV points
@@ -292,7 +294,6 @@ def test_generate_prediction_dicts_round_trips_gt(kitti_root, tmp_path):
 
 
 def test_evaluation_calls_official_metric(kitti_root):
-    pytest.importorskip('pcdet.datasets.kitti.kitti_object_eval_python.eval')
     ds = KittiDataset(dataset_cfg(), CLASSES, training=False, root_path=kitti_root)
     det_annos = []
     for info in ds.kitti_infos:
@@ -308,7 +309,17 @@ def test_evaluation_calls_official_metric(kitti_root):
     assert isinstance(result_str, str) and 'Car' in result_str
     # GT as detections: every Car level with >= 2 valid boxes gets AP > 0 (n_gt - 1)/40 capped, see the spec)
     car = {k: v for k, v in result_dict.items() if k.startswith('Car_3d/')}
-    assert len(car) == 3 and max(car.values()) > 0, car
+    # n valid Cars per level (KITTI devkit: bbox height > 40 / 25 / 25 px, occlusion <= 0 / 1 / 2, truncation
+    # <= 0.15 / 0.3 / 0.5): equal scores give n thresholds with precision 1, R40 counts n - 1 of them
+    expected = []
+    for min_height, max_occ, max_trunc in ((40, 0, 0.15), (25, 1, 0.3), (25, 2, 0.5)):
+        n = sum(int(((a['name'] == 'Car') & (a['bbox'][:, 3] - a['bbox'][:, 1] > min_height)
+                     & (a['occluded'] <= max_occ) & (a['truncated'] <= max_trunc)).sum())
+                for a in (info['annos'] for info in ds.kitti_infos))
+        expected.append(100.0 * min(max(n - 1, 0), 40) / 40)
+    assert expected == [0.0, 20.0, 25.0]                               # 1, 9 and 11 valid Cars in the 4 val frames
+    assert len(car) == 3, car
+    assert [car[f'Car_3d/{lvl}_R40'] for lvl in ('easy', 'moderate', 'hard')] == pytest.approx(expected), car
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------
@@ -323,3 +334,16 @@ def test_cli_from_tools_dir(tmp_path_factory, kitti_samples_dir):
                  'kitti_dbinfos_train.pkl'):
         assert (root / name).is_file()
     assert len(list((root / 'gt_database').glob('*_Car_*.bin'))) > 10
+
+
+def test_in_hull_counts_the_box_boundary_and_nothing_outside():
+    from pcdet.utils.box_utils import boxes_to_corners_3d, in_hull
+    box = np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.0, np.pi / 6]])
+    corners = boxes_to_corners_3d(box)[0]
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    local = np.array([[0, 0, 0], [1.99, 0.99, 0.49], [2.0, 0.0, 0.0], [2.01, 0, 0], [0, 1.02, 0], [0, 0, -0.51]])
+    world = np.stack([local[:, 0] * c - local[:, 1] * s + 1.0, local[:, 0] * s + local[:, 1] * c + 2.0,
+                      local[:, 2] + 0.5], axis=1)
+    assert in_hull(world, corners).tolist() == [True, True, True, False, False, False]
+    flat = boxes_to_corners_3d(np.array([[0.0, 0, 0, 1, 1, 0, 0]]))[0]   # zero height: no volume
+    assert not in_hull(world, flat).any()

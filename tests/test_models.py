@@ -20,7 +20,7 @@ from pcdet.config import cfg_from_yaml_file
 from pcdet.datasets.dataset_meta import DatasetMeta
 from pcdet.models import build_network, load_data_to_gpu, model_fn_decorator
 from pcdet.utils.checkpoint_utils import CheckpointMismatchError
-from pcdet.models.registry import RegistryKeyError, lookup, make_registry
+from pcdet.utils.registry import RegistryKeyError, lookup, make_registry
 from pcdet.utils.box_coder_utils import ResidualCoder
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,13 +22,6 @@ from pcdet.utils import checkpoint_utils  # noqa: E402
 
 PP_CFG = REPO / 'tools/cfgs/kitti_models/pointpillar.yaml'
 KD_CFG = REPO / 'tools/cfgs/kitti_models/pointpillar_4x_pointdistiller.yaml'
-TINY = """_BASE_CONFIG_: {base}
-DATA_CONFIG:
-  DATA_PATH: {data}
-  POINT_CLOUD_RANGE: [0, -19.84, -3, 34.56, 19.84, 1]
-  DATA_AUGMENTOR:
-    DISABLE_AUG_LIST: ['gt_sampling']
-"""
 OUTPUT_GROUP = REPO / 'output' / 'kitti_models' / 'pp_reliability'
 OTHER_WIDTH = ['--set', 'MODEL.BACKBONE_2D.NUM_FILTERS', '32,64,128']
 
@@ -81,24 +74,12 @@ def crafted_checkpoint(path, marker, state=None):
 
 
 @pytest.fixture(scope='module')
-def tiny_cfg(tmp_path_factory, kitti_infos_root):
+def tiny_cfg(tmp_path_factory, kitti_infos_root, tiny_config_text):
     tmp = tmp_path_factory.mktemp('reliability') / 'kitti_models'
     tmp.mkdir()
     cfg = tmp / 'pp_reliability.yaml'
-    cfg.write_text(TINY.format(base=PP_CFG, data=kitti_infos_root))
+    cfg.write_text(tiny_config_text(PP_CFG, kitti_infos_root))
     return cfg
-
-
-@pytest.fixture
-def extra_tag():
-    tag = 'pytest_' + uuid.uuid4().hex[:8]
-    yield tag
-    shutil.rmtree(OUTPUT_GROUP / tag, ignore_errors=True)
-    for d in (OUTPUT_GROUP, OUTPUT_GROUP.parent):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
 
 
 @pytest.fixture(scope='module')
@@ -182,46 +163,6 @@ def test_e2e_nan_training_stops_and_never_saves_non_finite_weights(trained, extr
         shutil.rmtree(out.parent, ignore_errors=True)
 
 
-class _BNRegressor(nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Linear(3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 1))
-
-    def forward(self, batch):
-        loss = (self.net(batch['x']) - batch['y']).pow(2).mean()
-        return loss, {}, {}
-
-
-def test_non_finite_step_is_skipped_with_buffers_restored_and_counted():
-    from easydict import EasyDict
-    from train_utils.train_utils import NonFiniteGuard, NonFiniteTrainingError, make_amp, train_step
-    model = _BNRegressor()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    cfg = EasyDict(GRAD_NORM_CLIP=10)
-    guard = NonFiniteGuard(max_consecutive=2)
-    amp = make_amp(False, 'cpu')
-    x = torch.randn(4, 3)
-    good = {'x': x, 'y': x.sum(1, keepdim=True)}
-    bad = {'x': x.clone(), 'y': good['y'].clone()}
-    bad['x'][0, 0] = float('nan')
-
-    def step(batch):
-        return train_step(model, optimizer, batch, lambda m, b: m(b), cfg, amp, guard, 0)
-    step(good)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    loss, _, _ = step(bad)
-    assert not torch.isfinite(loss) and guard.skipped == 1 and guard.consecutive == 1
-    for k, v in model.state_dict().items():  # weights and BN running statistics as before the bad step
-        assert torch.equal(v, before[k]), k
-    step(good)
-    assert guard.consecutive == 0 and not torch.equal(model.net[0].weight, before['net.0.weight'])
-    step(bad)
-    with pytest.raises(NonFiniteTrainingError, match='2 consecutive steps'):
-        step(bad)
-    assert guard.skipped == 3
-
-
 def test_save_checkpoint_refuses_non_finite_weights(tmp_path):
     state = {'epoch': 1, 'it': 1, 'model_state': {'w': torch.tensor([1.0, float('nan')]), 'n': torch.tensor(3)}}
     with pytest.raises(checkpoint_utils.NonFiniteStateError, match=r"model_state\.w"):
@@ -248,12 +189,12 @@ def test_e2e_crafted_checkpoint_runs_no_code_in_test_py(trained, extra_tag, tmp_
     assert not marker.exists()
 
 
-def test_e2e_crafted_teacher_checkpoint_runs_no_code(trained, extra_tag, tmp_path):
+def test_e2e_crafted_teacher_checkpoint_runs_no_code(trained, extra_tag, tmp_path, kitti_infos_root,
+                                                     tiny_config_text):
     marker = tmp_path / 'pwned_teacher'
     evil = crafted_checkpoint(tmp_path / 'evil_teacher.pth', marker)
     cfg = trained['cfg'].parent / 'pp4x_kd_reliability.yaml'
-    cfg.write_text(TINY.format(base=KD_CFG, data=trained['cfg'].read_text().split('DATA_PATH: ')[1].split()[0])
-                   + f'TEACHER:\n  CFG_FILE: {trained["cfg"]}\n')
+    cfg.write_text(tiny_config_text(KD_CFG, kitti_infos_root) + f'TEACHER:\n  CFG_FILE: {trained["cfg"]}\n')
     out = REPO / 'output' / 'kitti_models' / 'pp4x_kd_reliability'
     try:
         proc = run('train.py', '--cfg_file', cfg, '--teacher_ckpt', evil, '--epochs', 1, '--workers', 0,
@@ -372,7 +313,8 @@ def test_spconv1_second_checkpoint_loads_as_teacher(tmp_path):
         assert torch.equal(distiller.teacher.state_dict()[k], v), k
 
 
-def test_e2e_spconv1_second_checkpoint_evaluates_with_test_py(kitti_infos_root, extra_tag, tmp_path):
+def test_e2e_spconv1_second_checkpoint_evaluates_with_test_py(kitti_infos_root, extra_tag, tmp_path,
+                                                              tiny_config_text):
     from easydict import EasyDict
 
     from pcdet.config import cfg_from_yaml_file
@@ -382,8 +324,8 @@ def test_e2e_spconv1_second_checkpoint_evaluates_with_test_py(kitti_infos_root, 
     cfg_dir.mkdir()
     cfg_file = cfg_dir / 'second_reliability.yaml'
     # half KITTI's x / y range on SECOND's 0.05 m grid (704 x 800 cells: the BEV strides divide it)
-    cfg_file.write_text(TINY.format(base=REPO / 'tools/cfgs/kitti_models/second.yaml', data=kitti_infos_root)
-                        .replace('[0, -19.84, -3, 34.56, 19.84, 1]', '[0, -20, -3, 35.2, 20, 1]'))
+    cfg_file.write_text(tiny_config_text(REPO / 'tools/cfgs/kitti_models/second.yaml', kitti_infos_root,
+                                         (0, -20, -3, 35.2, 20, 1)))
     cfg = cfg_from_yaml_file(str(cfg_file), EasyDict())
     torch.manual_seed(0)
     model = build_network(model_cfg=cfg.MODEL, num_class=3, dataset=DatasetMeta.from_cfg(cfg, training=False))

@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,24 @@ STUDENTS = {
     'SECOND 4x': ('SECOND', 'second_4x.yaml', {'PointDistiller': 'second_4x_pointdistiller.yaml'}),
 }
 METHOD_ORDER = ['plain', 'PointDistiller', 'FitNet', 'logit KD', 'FG mimic']
+# one evaluated training: model label ('PointPillars 4x', 'PointPillars teacher'), method ('plain', ...), seed
+RunKey = namedtuple('RunKey', ['model', 'method', 'seed'])
+
+
+def load_results(path):
+    """``{RunKey: result dict}`` from ``benchmark_results.json`` (a list of ``{model, method, seed, result}``;
+    the older ``{"model|method|seed": result}`` layout is read too). Empty when the file does not exist."""
+    if not Path(path).exists():
+        return {}
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, dict):
+        return {RunKey(*k.split('|')[:2], int(k.split('|')[2])): v for k, v in data.items()}
+    return {RunKey(r['model'], r['method'], int(r['seed'])): r['result'] for r in data}
+
+
+def save_results(results, path):
+    rows = [dict(model=k.model, method=k.method, seed=k.seed, result=v) for k, v in results.items()]
+    Path(path).write_text(json.dumps(rows, indent=1))
 
 
 def parse_args(argv=None):
@@ -69,15 +88,18 @@ def parse_args(argv=None):
     for key in ('students', 'teacher_epochs', 'student_epochs', 'num_train', 'num_val', 'data_path'):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
-    # output folder tag of one seed's runs; a run on the quickstart's data and schedule with seed 0 is the
-    # quickstart's own (its three trainings are not repeated); another schedule gets its own folders
-    if args.quick and not explicit_schedule:
-        args.tag_of = lambda seed: 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
-    else:
-        prefix = 'quick' if args.quick else 'bench'
-        sched = f'_e{args.teacher_epochs}-{args.student_epochs}' if explicit_schedule else ''
-        args.tag_of = lambda seed: f'{prefix}{sched}_seed{seed}'
+    args.explicit_schedule = explicit_schedule
     return args
+
+
+def run_tag(args, seed):
+    """Output folder tag of one seed's runs: a run on the quickstart's data and schedule with seed 0 is the
+    quickstart's own (its three trainings are not repeated); another schedule gets its own folders."""
+    if args.quick and not args.explicit_schedule:
+        return 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
+    prefix = 'quick' if args.quick else 'bench'
+    sched = f'_e{args.teacher_epochs}-{args.student_epochs}' if args.explicit_schedule else ''
+    return f'{prefix}{sched}_seed{seed}'
 
 
 def train(cfg_name, epochs, seed, data_path, workers, tag, teacher_ckpt=None):
@@ -91,7 +113,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     data_path = Path(args.data_path)
     results_file = out / 'benchmark_results.json'
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results = load_results(results_file)
 
     from quickstart import ensure_dataset
     from report_utils import evaluate_checkpoint
@@ -102,7 +124,7 @@ def main(argv=None):
             t0 = time.time()
             results[key] = evaluate_checkpoint(CFG_DIR / cfg_eval, ckpt, data_path, workers=args.workers)
             results[key]['eval_s'] = time.time() - t0
-            results_file.write_text(json.dumps(results, indent=1))  # after every run: resumable
+            save_results(results, results_file)  # after every run: resumable
         return results[key]
 
     needed_teachers = {STUDENTS[s][0] for s in args.students}
@@ -110,23 +132,24 @@ def main(argv=None):
         teacher_ckpts = {}
         for tname in sorted(needed_teachers):
             cfg_t = TEACHERS[tname]
-            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers, args.tag_of(seed))
-            record(f'{tname} teacher|teacher|{seed}', cfg_t, teacher_ckpts[tname])
+            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers,
+                                         run_tag(args, seed))
+            record(RunKey(f'{tname} teacher', 'teacher', seed), cfg_t, teacher_ckpts[tname])
         for sname in args.students:
             tname, plain_cfg, methods = STUDENTS[sname]
-            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, args.tag_of(seed))
-            record(f'{sname}|plain|{seed}', plain_cfg, ckpt)
+            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, run_tag(args, seed))
+            record(RunKey(sname, 'plain', seed), plain_cfg, ckpt)
             for method, kd_cfg in [(m, c) for m, c in methods.items() if m in args.methods]:
-                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, args.tag_of(seed),
+                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, run_tag(args, seed),
                              teacher_ckpts[tname])
-                record(f'{sname}|{method}|{seed}', plain_cfg, path)
+                record(RunKey(sname, method, seed), plain_cfg, path)
 
     write_report(results, out)
     if 'PointPillars 4x' in args.students and 'PointDistiller' in args.methods:
         seed = args.seeds[0]
 
         def ckpt(cfg_name, epochs):  # all trained above: found, not retrained
-            return train(cfg_name, epochs, seed, data_path, args.workers, args.tag_of(seed))
+            return train(cfg_name, epochs, seed, data_path, args.workers, run_tag(args, seed))
 
         ckpts = [('teacher', TEACHERS['PointPillars'], ckpt(TEACHERS['PointPillars'], args.teacher_epochs)),
                  ('4x plain', 'pointpillar_4x.yaml', ckpt('pointpillar_4x.yaml', args.student_epochs)),
@@ -160,8 +183,7 @@ def aggregate(results):
     """{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}."""
     groups = {}
     for key, r in results.items():
-        model, method, _ = key.split('|')
-        groups.setdefault((model, method), []).append(r)
+        groups.setdefault((key.model, key.method), []).append(r)
     agg = {}
     for k, runs in groups.items():
         a = dict(n=len(runs), params=runs[0]['params'], gflops=runs[0]['gflops'],
@@ -210,8 +232,7 @@ def paired_gains(results):
     same data order), i.e. the issue's targets: gain > 2 x the plain student's seed std, >= half the gap."""
     runs = {}
     for key, r in results.items():
-        model, method, seed = key.split('|')
-        runs.setdefault((model, method), {})[seed] = r
+        runs.setdefault((key.model, key.method), {})[key.seed] = r
     lines = ['## Paired by seed: gain over the plain student (moderate mAP)', '',
              'gain = distilled - plain, same seed; 2 std = twice the plain student\'s std over seeds; gap closed = '
              'mean gain / (teacher - plain), means over the paired seeds.', '',

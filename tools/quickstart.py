@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = ROOT / 'tools' / 'cfgs' / 'kitti_synth_models'
@@ -28,11 +29,20 @@ PRESETS = {
     'tiny': dict(num_train=4, num_val=2, teacher_epochs=1, student_epochs=1, batch_size=2),
 }
 
+class QuickModel(NamedTuple):
+    """One row of the quickstart: what to train and with which config to evaluate it."""
+    label: str
+    train_cfg: str            # config file in tools/cfgs/kitti_synth_models
+    eval_cfg: str             # a distilled student evaluates as its plain student (the checkpoint holds it only)
+    is_teacher: bool = False  # trained first; its checkpoint teaches the distilled rows
+    distilled: bool = False   # needs --teacher_ckpt
+
+
 MODELS = [
-    # (row label, cfg file, needs teacher)
-    ('teacher PointPillars', 'pointpillar.yaml', False),
-    ('4x student', 'pointpillar_4x.yaml', False),
-    ('4x student + PointDistiller', 'pointpillar_4x_pointdistiller.yaml', True),
+    QuickModel('teacher PointPillars', 'pointpillar.yaml', 'pointpillar.yaml', is_teacher=True),
+    QuickModel('4x student', 'pointpillar_4x.yaml', 'pointpillar_4x.yaml'),
+    QuickModel('4x student + PointDistiller', 'pointpillar_4x_pointdistiller.yaml', 'pointpillar_4x.yaml',
+               distilled=True),
 ]
 
 
@@ -115,23 +125,22 @@ def main(argv=None):
     ensure_dataset(data_path, preset, args.seed, args.workers)
     ckpts = {}
     teacher_ckpt = None
-    for label, cfg_name, needs_teacher in MODELS:
-        epochs = preset['teacher_epochs'] if cfg_name == 'pointpillar.yaml' else preset['student_epochs']
-        stage(f'training {label} ({cfg_name}, {epochs} epochs)')
-        ckpts[label] = ensure_trained(cfg_name, epochs, preset['batch_size'], data_path, extra_tag, args.workers,
-                                      teacher_ckpt=teacher_ckpt if needs_teacher else None, seed=args.seed)
-        if cfg_name == 'pointpillar.yaml':
-            teacher_ckpt = ckpts[label]
+    for model in MODELS:
+        epochs = preset['teacher_epochs'] if model.is_teacher else preset['student_epochs']
+        stage(f'training {model.label} ({model.train_cfg}, {epochs} epochs)')
+        ckpts[model.label] = ensure_trained(model.train_cfg, epochs, preset['batch_size'], data_path, extra_tag,
+                                            args.workers, teacher_ckpt=teacher_ckpt if model.distilled else None,
+                                            seed=args.seed)
+        if model.is_teacher:
+            teacher_ckpt = ckpts[model.label]
 
     stage('evaluating (KITTI metric, AP R40) and measuring size and CPU latency')
     from report_utils import evaluate_checkpoint, format_table  # tools/ is on sys.path
 
     rows = []
-    for label, cfg_name, _ in MODELS:
-        # a distillation config evaluates as its plain student: the checkpoint holds the student only
-        eval_cfg = 'pointpillar_4x.yaml' if cfg_name.endswith('_pointdistiller.yaml') else cfg_name
-        rows.append(dict(label=label, **evaluate_checkpoint(CFG_DIR / eval_cfg, ckpts[label], data_path,
-                                                           workers=args.workers)))
+    for model in MODELS:
+        rows.append(dict(label=model.label, **evaluate_checkpoint(CFG_DIR / model.eval_cfg, ckpts[model.label],
+                                                                 data_path, workers=args.workers)))
     table = format_table(rows)
     wall = time.time() - t0
     print('\n' + table)

@@ -34,12 +34,6 @@ def parse_config(argv=None):
     return parse_args_and_config(parser, argv, cfg)
 
 
-def _epoch_id_of(path):
-    import re
-    nums = re.findall(r'\d+', os.path.basename(str(path)))
-    return nums[-1] if nums else 'no_number'
-
-
 def main(argv=None):
     args, cfg = parse_config(argv)
     if args.infer_time:
@@ -61,7 +55,8 @@ def main(argv=None):
     eval_output_dir = output_dir / 'eval'
     split = cfg.DATA_CONFIG.DATA_SPLIT['test']
     if not args.eval_all:
-        epoch_id = _epoch_id_of(args.onnx or (args.ckpt if args.ckpt is not None else args.pretrained_model))
+        from eval_utils.eval_utils import epoch_id_of
+        epoch_id = epoch_id_of(args.onnx or (args.ckpt if args.ckpt is not None else args.pretrained_model))
         eval_output_dir = eval_output_dir / ('epoch_%s' % epoch_id) / split
     else:
         eval_output_dir = eval_output_dir / 'eval_all_default'

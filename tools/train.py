@@ -103,6 +103,56 @@ def build_model(args, cfg, train_set, logger):
     return model
 
 
+def prepare_output(args, cfg, device, world_size):
+    """Create ``output/<EXP_GROUP_PATH>/<TAG>/<extra_tag>/{ckpt}``, start the log (rank 0 writes), copy the config
+    and open tensorboard (rank 0). Returns ``(output_dir, ckpt_dir, logger, tb_log or None)``."""
+    output_dir = Path(cfg.ROOT_DIR) / 'output' / cfg.EXP_GROUP_PATH / cfg.TAG / args.extra_tag
+    ckpt_dir = output_dir / 'ckpt'
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    log_file = output_dir / ('train_%s.log' % datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
+    logger = start_run_log(log_file, args, cfg, device, world_size)
+    tb_log = None
+    if cfg.RANK == 0:
+        shutil.copy(args.cfg_file, output_dir / Path(args.cfg_file).name)
+        from tensorboardX import SummaryWriter
+        tb_log = SummaryWriter(log_dir=str(output_dir / 'tensorboard'))
+    return output_dir, ckpt_dir, logger, tb_log
+
+
+def restore_or_start(args, cfg, model, optimizer, ckpt_dir, logger, total_batch, iters_per_epoch, dist_train):
+    """Weights and position to start from: ``--pretrained_model`` (non-strict), then ``--ckpt`` (resume),
+    ``--fresh_start`` (old checkpoints moved aside) or auto-resume from ``ckpt_dir``.
+
+    Returns ``(it, start_epoch, last_epoch)``: accumulated iterations, the first epoch to run and the
+    scheduler's ``last_epoch`` (-1 for a fresh start).
+    """
+    student = model.student if hasattr(model, 'student') else model
+    start_epoch = it = 0
+    last_epoch = -1
+    if args.pretrained_model is not None:
+        student.load_params_from_file(filename=args.pretrained_model, to_cpu=dist_train, logger=logger,
+                                      allow_unsafe=args.unsafe_load)
+    if args.ckpt is not None:
+        it, start_epoch = checkpoint_utils.load_params_with_optimizer(
+            model, args.ckpt, optimizer=optimizer, logger=logger, batch_size=total_batch,
+            allow_unsafe=args.unsafe_load)
+        last_epoch = start_epoch + 1
+    elif args.fresh_start:
+        if cfg.RANK == 0:
+            move_checkpoints_aside(ckpt_dir, logger)
+        dist_utils.barrier()
+    else:
+        it, start_epoch = find_resume_checkpoint(ckpt_dir, model, optimizer, logger, total_batch,
+                                                 allow_unsafe=args.unsafe_load)
+        if it > 0 or start_epoch > 0:
+            last_epoch = start_epoch + 1
+    if iters_per_epoch > 0 and it >= (start_epoch + 1) * iters_per_epoch:
+        # a latest_model saved after the last iteration of its epoch (checkpoints record their batch size, so
+        # one written with another batch size never gets here)
+        start_epoch = it // iters_per_epoch
+    return it, max(start_epoch, 0), last_epoch
+
+
 def main(argv=None):
     args, cfg = parse_config(argv)
     dist_train, world_size = setup_cfg_and_dist(args, cfg)
@@ -113,20 +163,9 @@ def main(argv=None):
         args.batch_size = dist_utils.check_batch_size(args.batch_size, world_size)
     args.epochs = cfg.OPTIMIZATION.NUM_EPOCHS if args.epochs is None else args.epochs
     if args.fix_random_seed:
-        common_utils.set_random_seed(args.seed + cfg.LOCAL_RANK)
+        common_utils.set_random_seed(args.seed + cfg.RANK)
 
-    output_dir = Path(cfg.ROOT_DIR) / 'output' / cfg.EXP_GROUP_PATH / cfg.TAG / args.extra_tag
-    ckpt_dir = output_dir / 'ckpt'
-    output_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    log_file = output_dir / ('train_%s.log' % datetime.datetime.now().strftime('%Y%m%d-%H%M%S'))
-    logger = start_run_log(log_file, args, cfg, device, world_size)
-    if cfg.LOCAL_RANK == 0:
-        shutil.copy(args.cfg_file, output_dir / Path(args.cfg_file).name)
-    tb_log = None
-    if cfg.LOCAL_RANK == 0:
-        from tensorboardX import SummaryWriter
-        tb_log = SummaryWriter(log_dir=str(output_dir / 'tensorboard'))
+    output_dir, ckpt_dir, logger, tb_log = prepare_output(args, cfg, device, world_size)
 
     from pcdet.datasets import build_dataloader
     from pcdet.models import model_fn_decorator
@@ -145,32 +184,10 @@ def main(argv=None):
     optimizer = build_optimizer(model, cfg.OPTIMIZATION)
     student = model.student if hasattr(model, 'student') else model
 
-    start_epoch = it = 0
-    last_epoch = -1
-    total_batch = args.batch_size * world_size
-    if args.pretrained_model is not None:
-        student.load_params_from_file(filename=args.pretrained_model, to_cpu=dist_train, logger=logger,
-                                      allow_unsafe=args.unsafe_load)
-    if args.ckpt is not None:
-        it, start_epoch = checkpoint_utils.load_params_with_optimizer(
-            model, args.ckpt, optimizer=optimizer, logger=logger, batch_size=total_batch,
-            allow_unsafe=args.unsafe_load)
-        last_epoch = start_epoch + 1
-    elif args.fresh_start:
-        if cfg.LOCAL_RANK == 0:
-            move_checkpoints_aside(ckpt_dir, logger)
-        dist_utils.barrier()
-    else:
-        it, start_epoch = find_resume_checkpoint(ckpt_dir, model, optimizer, logger, total_batch,
-                                                 allow_unsafe=args.unsafe_load)
-        if it > 0 or start_epoch > 0:
-            last_epoch = start_epoch + 1
+    it, start_epoch, last_epoch = restore_or_start(args, cfg, model, optimizer, ckpt_dir, logger,
+                                                   total_batch=args.batch_size * world_size,
+                                                   iters_per_epoch=len(train_loader), dist_train=dist_train)
     iters_per_epoch = len(train_loader)
-    if iters_per_epoch > 0 and it >= (start_epoch + 1) * iters_per_epoch:
-        # a latest_model saved after the last iteration of its epoch (checkpoints record their batch size, so
-        # one written with another batch size never gets here)
-        start_epoch = it // iters_per_epoch
-    start_epoch = max(start_epoch, 0)
 
     model.train()
     if dist_train:
@@ -189,7 +206,7 @@ def main(argv=None):
     train_model(
         model, optimizer, train_loader, model_func=model_fn_decorator(), lr_scheduler=lr_scheduler,
         optim_cfg=cfg.OPTIMIZATION, start_epoch=start_epoch, total_epochs=args.epochs, start_iter=it,
-        rank=cfg.LOCAL_RANK, tb_log=tb_log, ckpt_save_dir=ckpt_dir, train_sampler=train_sampler,
+        rank=cfg.RANK, tb_log=tb_log, ckpt_save_dir=ckpt_dir, train_sampler=train_sampler,
         lr_warmup_scheduler=lr_warmup_scheduler, ckpt_save_interval=args.ckpt_save_interval,
         max_ckpt_save_num=args.max_ckpt_save_num, merge_all_iters_to_one_epoch=args.merge_all_iters_to_one_epoch,
         use_amp=args.use_amp or cfg.OPTIMIZATION.get('USE_AMP', False), logger=logger,

@@ -23,13 +23,7 @@ MAX_RESAMPLE_TRIES = 100
 def resolve_data_path(data_path):
     """``DATA_PATH`` as an absolute ``Path``: as given from the CWD if it exists, else relative to ``<repo>/tools``
     (OpenPCDet's ``../data/kitti`` is written for running from ``tools/``)."""
-    try:
-        from ..config import resolve_path
-    except ImportError:  # config module unavailable: same rule, done here
-        path = Path(data_path).expanduser()
-        if path.is_absolute() or path.exists():
-            return path.resolve()
-        return (Path(__file__).resolve().parents[2] / 'tools' / path).resolve()
+    from ..config import resolve_path
     return Path(resolve_path(data_path))
 
 

@@ -12,8 +12,8 @@ TEACHER keys: CFG_FILE (relative -> see ``teacher.resolve_teacher_cfg``), CKPT (
 ``--teacher_ckpt`` overrides), MODE / BN ('eval' default: BN statistics frozen), EARLY_STOP (True: run the teacher
 only up to its last recorded feature), ALLOW_RANDOM_INIT (False: a teacher without checkpoint is an error),
 CFG_DIR (directory for a relative CFG_FILE when ``cfg_dir`` is not passed).
-Each loss block: NAME (registry in ``losses``), optional TAG (name in logs / ``adapters``; default NAME, suffixed
-``_<i>`` when repeated), WEIGHT, and the loss's own keys (unknown keys are errors).
+Each loss block: NAME (registry in ``losses``), optional TAG (name in logs / ``Distiller.losses``; default NAME,
+suffixed ``_<i>`` when repeated), WEIGHT, and the loss's own keys (unknown keys are errors).
 """
 import copy
 import json
@@ -40,22 +40,15 @@ def build_distiller(cfg, student, logger, teacher_ckpt=None, cfg_dir=None, unsaf
     """
     from easydict import EasyDict
 
-    from pcdet.config import ConfigUnknownKeyError, cfg_from_yaml_file, unknown_key_messages
+    from pcdet.config import cfg_from_yaml_file
     from pcdet.models import build_network
 
-    from .teacher import TEACHER_DEFAULTS, check_same_data, freeze, load_teacher_checkpoint, resolve_teacher_cfg
+    from .teacher import check_same_data, freeze, load_teacher_checkpoint, resolve_teacher_cfg
 
     if 'TEACHER' not in cfg or 'DISTILL' not in cfg:
         raise KeyError('build_distiller: the experiment config needs TEACHER and DISTILL blocks')
-    unknown = unknown_key_messages(cfg.TEACHER, TEACHER_DEFAULTS, 'TEACHER.')
-    if unknown:
-        raise ConfigUnknownKeyError('; '.join(unknown))
-    tcfg_block = dict(TEACHER_DEFAULTS, **cfg.TEACHER)
-    for key in ('MODE', 'BN'):
-        if tcfg_block[key] not in ('eval', 'train'):
-            raise ValueError(f'TEACHER.{key}={tcfg_block[key]!r} is not one of ["eval", "train"]')
-    if not cfg.DISTILL.get('LOSSES'):
-        raise KeyError('DISTILL.LOSSES is missing or empty')
+    tcfg_block = teacher_settings(cfg)
+    distill_losses(cfg)  # before the teacher is built: a config error shows at once
 
     # Teacher: own config, same dataset geometry, strict checkpoint, frozen.
     teacher_cfg_path = resolve_teacher_cfg(cfg, cfg_dir)
@@ -95,17 +88,9 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
     from .distiller import Distiller
     from .losses import get_loss_class
     from .recorders import infer_channels
-    from .teacher import TEACHER_DEFAULTS
 
-    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
-
-    distill = cfg.get('DISTILL') or {}
-    unknown = unknown_key_messages(distill, {'LOSSES'}, 'DISTILL.')
-    if unknown:
-        raise ConfigUnknownKeyError('; '.join(unknown))
-    if not distill.get('LOSSES'):
-        raise KeyError(f'DISTILL: needs a non-empty LOSSES list (got keys {sorted(distill)})')
-    tblock = dict(TEACHER_DEFAULTS, **(cfg.get('TEACHER') or {}))
+    loss_blocks = distill_losses(cfg)
+    tblock = teacher_settings(cfg)
     teacher_info = teacher_info or tblock
 
     def channels_of(side, name):
@@ -114,9 +99,9 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
     dataset = getattr(student, 'dataset', None)
     pc_range = getattr(dataset, 'point_cloud_range', None)
     context = {'point_cloud_range': None if pc_range is None else [float(v) for v in pc_range]}
-    names = [blk.get('NAME') for blk in distill['LOSSES']]
+    names = [blk.get('NAME') for blk in loss_blocks]
     losses, resolved_losses = {}, []
-    for i, blk in enumerate(distill['LOSSES']):
+    for i, blk in enumerate(loss_blocks):
         where = f'DISTILL.LOSSES[{i}] ({blk.get("NAME")})'
         cls = get_loss_class(blk.get('NAME'), where)
         tag = blk.get('TAG') or (blk['NAME'] if names.count(blk['NAME']) == 1 else f'{blk["NAME"]}_{i}')
@@ -128,11 +113,40 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
     resolved = {'TEACHER': teacher_info, 'LOSSES': resolved_losses}
     distiller = Distiller(student, teacher, losses, teacher_mode=tblock['MODE'], teacher_bn=tblock['BN'],
                           early_stop=bool(tblock['EARLY_STOP']), resolved=copy.deepcopy(resolved))
-    n_adapt = sum(p.numel() for p in distiller.adapters.parameters())
+    n_adapt = sum(p.numel() for p in distiller.losses.parameters())
     _log(logger, f'distillation settings (resolved): {json.dumps(resolved, default=str)}')
     _log(logger, f'teacher: {teacher_info.get("CFG_FILE")}, mode={tblock["MODE"]}, BN={tblock["BN"]}, frozen; '
                  f'{n_adapt} adapter parameters in {len(losses)} loss(es)')
     return distiller
+
+
+def teacher_settings(cfg):
+    """The ``TEACHER`` block with its defaults (``teacher.TEACHER_DEFAULTS``), checked once for both builders:
+    unknown keys (with the nearest valid one) and MODE / BN values are errors."""
+    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+
+    from .teacher import TEACHER_DEFAULTS
+    block = cfg.get('TEACHER') or {}
+    unknown = unknown_key_messages(block, TEACHER_DEFAULTS, 'TEACHER.')
+    if unknown:
+        raise ConfigUnknownKeyError('; '.join(unknown))
+    settings = dict(TEACHER_DEFAULTS, **block)
+    for key in ('MODE', 'BN'):
+        if settings[key] not in ('eval', 'train'):
+            raise ValueError(f'TEACHER.{key}={settings[key]!r} is not one of ["eval", "train"]')
+    return settings
+
+
+def distill_losses(cfg):
+    """``DISTILL.LOSSES`` (a non-empty list; ``DISTILL`` holds nothing else), checked once for both builders."""
+    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+    distill = cfg.get('DISTILL') or {}
+    unknown = unknown_key_messages(distill, {'LOSSES'}, 'DISTILL.')
+    if unknown:
+        raise ConfigUnknownKeyError('; '.join(unknown))
+    if not distill.get('LOSSES'):
+        raise KeyError(f'DISTILL: needs a non-empty LOSSES list (got keys {sorted(distill)})')
+    return distill['LOSSES']
 
 
 __all__ = ['build_distiller', 'make_distiller']

@@ -1,13 +1,15 @@
-"""Distiller: the training wrapper holding student, frozen teacher, adapters and distillation losses.
+"""Distiller: the training wrapper holding student, frozen teacher and distillation losses.
 
-Module tree: ``student`` (the detector being trained) and ``adapters`` (nn.ModuleDict, tag -> loss module owning
+Module tree: ``student`` (the detector being trained) and ``losses`` (nn.ModuleDict, tag -> loss module owning
 its trainable adapters). The teacher is held outside the module tree (a plain list), so ``parameters()``,
 ``state_dict()``, DDP and the optimiser never see it; ``train()`` never changes its mode and ``to()`` /
 ``cpu()`` / ``cuda()`` / ``half()`` move it with the rest (``_apply``).
 
 Checkpoints: ``student_state_dict()`` loads into the plain student config with ``strict=True``;
-``distill_state_dict()`` holds the adapters (``distill_state`` in the checkpoint dict).
+``distill_state_dict()`` holds the loss modules' adapters (``distill_state`` in the checkpoint dict).
 """
+import warnings
+
 import torch
 import torch.nn as nn
 
@@ -32,7 +34,7 @@ class Distiller(nn.Module):
                  resolved=None):
         super().__init__()
         self.student = student
-        self.adapters = nn.ModuleDict(losses)
+        self.losses = nn.ModuleDict(losses)
         self._teacher = [teacher]           # a list: not a registered submodule on purpose
         self.teacher_mode, self.teacher_bn = teacher_mode, teacher_bn
         self.early_stop = early_stop
@@ -46,6 +48,12 @@ class Distiller(nn.Module):
     @property
     def teacher(self):
         return self._teacher[0]
+
+    @property
+    def adapters(self):
+        """Deprecated name of ``losses`` (it holds the loss modules, each owning its adapters)."""
+        warnings.warn('Distiller.adapters is deprecated: use Distiller.losses', DeprecationWarning, stacklevel=2)
+        return self.losses
 
     def __getattr__(self, name):
         # Detector attributes the training tools use (update_global_step, num_class, dataset,
@@ -85,7 +93,7 @@ class Distiller(nn.Module):
 
     def distill_state_dict(self):
         """Adapters of all losses (``distill_state``)."""
-        return self.adapters.state_dict()
+        return self.losses.state_dict()
 
     @torch.no_grad()
     def run_teacher(self, batch_dict):
@@ -122,7 +130,7 @@ class Distiller(nn.Module):
         ret_dict, tb_dict, disp_dict = self.student(sdict)
         student_feats = self.student_recorder.collect(sdict)
         total = 0.0
-        for tag, loss_module in self.adapters.items():
+        for tag, loss_module in self.losses.items():
             value, extra = loss_module(student_feats, teacher_feats, sdict)
             term = loss_module.weight * value
             total = total + term

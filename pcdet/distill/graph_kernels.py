@@ -20,14 +20,11 @@ _KERNELS = {}
 
 
 def _numba_kernels():
-    """Compile (once, cached on disk) and return the numba kernels; None when numba is unavailable."""
+    """Compile (once, cached on disk) and return the numba kernels (numba is imported here, not at module import,
+    so that importing the distillation package stays cheap)."""
     if 'k' in _KERNELS:
         return _KERNELS['k']
-    try:
-        from numba import njit, prange
-    except ImportError:  # numba is a dependency; without it the torch path still works
-        _KERNELS['k'] = None
-        return None
+    from numba import njit, prange
 
     @njit(cache=True)
     def _partition(n, threads):
@@ -188,7 +185,7 @@ def edge_relu_mse_torch(a_s, b_s, a_t, b_t, nbr, w):
 
 
 def _use_numba(*tensors):
-    return all(t.device.type == 'cpu' for t in tensors) and _numba_kernels() is not None
+    return all(t.device.type == 'cpu' for t in tensors)
 
 
 def neighbour_sum(a, nbr):

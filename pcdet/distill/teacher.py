@@ -3,7 +3,8 @@
 The teacher is an ordinary detector described by its own YAML (``TEACHER.CFG_FILE``). Where that path is
 relative it is looked up, in order, in: the ``cfg_dir`` argument of ``build_distiller`` (the experiment YAML's
 directory; ``tools/train.py`` passes it), ``TEACHER.CFG_DIR`` in the config, ``ROOT_DIR/tools/cfgs/
-<EXP_GROUP_PATH>`` (set by OpenPCDet-style train scripts), then the working directory.
+<EXP_GROUP_PATH>`` (set by OpenPCDet-style train scripts), then where every config is looked up (the working
+directory, the repository root, ``tools/``: ``pcdet.config.find_config_file``).
 """
 import os
 
@@ -14,23 +15,16 @@ TEACHER_DEFAULTS = {'CFG_FILE': None, 'CKPT': None, 'MODE': 'eval', 'BN': 'eval'
 
 
 def resolve_teacher_cfg(cfg, cfg_dir=None):
-    """Absolute path of ``TEACHER.CFG_FILE`` (see module docstring); ``FileNotFoundError`` lists the tries."""
+    """Absolute path of ``TEACHER.CFG_FILE`` (see module docstring; ``pcdet.config.find_config_file``)."""
+    from pcdet.config import find_config_file
     rel = cfg.TEACHER.get('CFG_FILE')
     if not rel:
         raise ValueError('TEACHER.CFG_FILE is missing in the experiment config')
-    if os.path.isabs(rel):
-        candidates = [rel]
-    else:
-        dirs = [cfg_dir, cfg.TEACHER.get('CFG_DIR')]
-        if cfg.get('ROOT_DIR') is not None and cfg.get('EXP_GROUP_PATH'):
-            dirs.append(os.path.join(str(cfg.ROOT_DIR), 'tools', 'cfgs', str(cfg.EXP_GROUP_PATH)))
-        dirs.append(os.getcwd())
-        candidates = [os.path.join(str(d), rel) for d in dirs if d]
-    for path in candidates:
-        if os.path.isfile(path):
-            return os.path.abspath(path)
-    raise FileNotFoundError(f'TEACHER.CFG_FILE {rel!r} not found; tried {candidates} (pass cfg_dir= to '
-                            'build_distiller or set TEACHER.CFG_DIR)')
+    extra = [cfg.TEACHER.get('CFG_DIR')]
+    if cfg.get('ROOT_DIR') is not None and cfg.get('EXP_GROUP_PATH'):
+        extra.append(os.path.join(str(cfg.ROOT_DIR), 'tools', 'cfgs', str(cfg.EXP_GROUP_PATH)))
+    return str(find_config_file(rel, cfg_dir, extra, what='TEACHER.CFG_FILE (pass cfg_dir= to build_distiller '
+                                                          'or set TEACHER.CFG_DIR)'))
 
 
 def load_teacher_checkpoint(teacher, path, logger=None, allow_unsafe=False):

@@ -7,7 +7,7 @@ centre, heading counter-clockwise from +x. Encoding (SECOND / PointPillars):
 """
 import torch
 
-from pcdet.models.registry import lookup, make_registry
+from pcdet.utils.registry import lookup, make_registry
 
 
 class ResidualCoder:

@@ -44,6 +44,21 @@ def boxes_to_corners_3d(boxes3d):
     return corners3d.numpy() if is_numpy else corners3d
 
 
+def in_hull(points, hull_corners):
+    """(N,) bool: which ``points`` (N, 3) lie in the convex hull of ``hull_corners`` (K, 3), boundary included.
+
+    OpenPCDet counts ``num_points_in_gt`` of the KITTI infos this way (Delaunay of the 8 box corners, no
+    margin), unlike the GT database crop (``points_in_boxes_cpu``, 1 cm margin on the box sides). A degenerate
+    hull (a box of zero size) contains nothing.
+    """
+    from scipy.spatial import Delaunay, QhullError
+    try:
+        return Delaunay(np.asarray(hull_corners, dtype=np.float64)).find_simplex(
+            np.asarray(points, dtype=np.float64)) >= 0
+    except QhullError:
+        return np.zeros(len(points), dtype=bool)
+
+
 def mask_boxes_outside_range_numpy(boxes, limit_range, min_num_corners=1, use_center_to_filter=True):
     """Mask of boxes inside ``limit_range``.
 

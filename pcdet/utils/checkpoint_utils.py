@@ -59,13 +59,10 @@ def model_state_to_cpu(model_state):
 
 def _to_python(obj):
     """Recursively turn numpy scalars / arrays into Python numbers / tensors (weights_only-safe)."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover - numpy is a hard dependency of pcdet
-        np = None
-    if np is not None and isinstance(obj, np.generic):
+    import numpy as np
+    if isinstance(obj, np.generic):
         return obj.item()
-    if np is not None and isinstance(obj, np.ndarray):
+    if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj.copy())
     if isinstance(obj, dict):
         return type(obj)((k, _to_python(v)) for k, v in obj.items()) if isinstance(obj, OrderedDict) \
@@ -105,8 +102,8 @@ def checkpoint_state(model=None, optimizer=None, epoch=None, it=None, batch_size
         core = unwrap_model(model)
         if hasattr(core, 'student'):
             state['model_state'] = model_state_to_cpu(core.student.state_dict())
-            adapters = getattr(core, 'adapters', None)
-            state['distill_state'] = model_state_to_cpu(adapters.state_dict()) if adapters is not None \
+            losses = getattr(core, 'losses', None)
+            state['distill_state'] = model_state_to_cpu(losses.state_dict()) if losses is not None \
                 else OrderedDict()
         else:
             state['model_state'] = model_state_to_cpu(core.state_dict())
@@ -335,12 +332,12 @@ def load_params_with_optimizer(model, filename, optimizer=None, logger=None, map
         logger.info('==> Loading parameters from checkpoint %s to %s', filename, map_location)
     detector = core.student if hasattr(core, 'student') else core
     plan = [(detector, match_checkpoint(detector, model_state_of(ckpt, filename), f'{filename}: model_state'))]
-    adapters = getattr(core, 'adapters', None) if hasattr(core, 'student') else None
-    if adapters is not None and len(list(adapters.parameters())) > 0:
+    losses = getattr(core, 'losses', None) if hasattr(core, 'student') else None
+    if losses is not None and len(list(losses.parameters())) > 0:
         if 'distill_state' not in ckpt:
             raise CheckpointMismatchError(f'{filename}: resuming a distillation needs "distill_state" (adapters), '
                                           'the checkpoint has none')
-        plan.append((adapters, match_checkpoint(adapters, model_state_of(ckpt, filename, 'distill_state'),
+        plan.append((losses, match_checkpoint(losses, model_state_of(ckpt, filename, 'distill_state'),
                                                 f'{filename}: distill_state')))
     optim_state = ckpt.get('optimizer_state') if optimizer is not None else None
     if optim_state is not None:

@@ -68,41 +68,25 @@ def _model_device(model, default='cpu'):
     return torch.device(default)
 
 
-def eval_one_epoch(cfg, args, model, dataloader, epoch_id, logger, dist_test=False, result_dir=None):
-    """Evaluate ``model`` (a detector, not DDP-wrapped) on ``dataloader``; see the module docstring."""
-    from pcdet.models import load_data_to_gpu
-    result_dir = Path(result_dir)
-    result_dir.mkdir(parents=True, exist_ok=True)
-    save_to_file = bool(getattr(args, 'save_to_file', False))
-    final_output_dir = result_dir / 'final_result' / 'data'
-    if save_to_file:
-        final_output_dir.mkdir(parents=True, exist_ok=True)
-    rank, world_size = dist_utils.get_dist_info() if dist_test else (0, 1)
-
-    threshs = cfg.MODEL.POST_PROCESSING.RECALL_THRESH_LIST
-    metric = {'gt_num': 0}
+def _empty_recall_counts(threshs):
+    counts = {'gt_num': 0}
     for t in threshs:
-        metric['recall_roi_%s' % str(t)] = 0
-        metric['recall_rcnn_%s' % str(t)] = 0
+        counts['recall_roi_%s' % str(t)] = 0
+        counts['recall_rcnn_%s' % str(t)] = 0
+    return counts
 
-    dataset = dataloader.dataset
-    class_names = dataset.class_names
-    if dist_test and world_size > 1:
-        indices = _unique_rank_indices(dataloader)
-        loader = _rank_loader(dataloader, indices)
-    else:
-        indices = list(range(len(dataset)))
-        loader = dataloader
+
+def _inference_pass(cfg, args, model, loader, dataset, final_output_dir, show_progress):
+    """Run the model over ``loader``. Returns ``(det_annos, recall counts, per-batch inference ms)``."""
+    from pcdet.models import load_data_to_gpu
+    save_to_file = bool(getattr(args, 'save_to_file', False))
     infer_time = bool(getattr(args, 'infer_time', False))
     skip_iters = int(len(loader) * 0.1) if infer_time else 0
-    infer_ms = []
     device = _model_device(model)
-
-    logger.info('*************** EPOCH %s EVALUATION *****************', epoch_id)
+    metric = _empty_recall_counts(cfg.MODEL.POST_PROCESSING.RECALL_THRESH_LIST)
+    det_annos, infer_ms = [], []
     model.eval()
-    pbar = tqdm.tqdm(total=len(loader), leave=True, desc='eval', dynamic_ncols=True) if rank == 0 else None
-    det_annos = []
-    start_time = time.time()
+    pbar = tqdm.tqdm(total=len(loader), leave=True, desc='eval', dynamic_ncols=True) if show_progress else None
     for i, batch_dict in enumerate(loader):
         load_data_to_gpu(batch_dict, device=device)
         t0 = time.time()
@@ -115,37 +99,33 @@ def eval_one_epoch(cfg, args, model, dataloader, epoch_id, logger, dist_test=Fal
             infer_ms.append((time.time() - t0) * 1000)
             disp_dict['infer_time'] = f'{infer_ms[-1]:.2f}({sum(infer_ms) / len(infer_ms):.2f})'
         statistics_info(cfg, ret_dict, metric, disp_dict)
-        det_annos += dataset.generate_prediction_dicts(batch_dict, pred_dicts, class_names,
+        det_annos += dataset.generate_prediction_dicts(batch_dict, pred_dicts, dataset.class_names,
                                                        output_path=final_output_dir if save_to_file else None)
         if pbar is not None:
             pbar.set_postfix(disp_dict)
             pbar.update()
     if pbar is not None:
         pbar.close()
-    if len(det_annos) != len(indices):
-        raise RuntimeError(f'generate_prediction_dicts returned {len(det_annos)} annos for {len(indices)} frames')
+    return det_annos, metric, infer_ms
 
-    if dist_test and world_size > 1:
-        gathered = dist_utils.gather_objects((indices, det_annos, metric, infer_ms))
-        if rank != 0:
-            return {}
-        by_index, metric, infer_ms = {}, {k: 0 for k in metric}, []
-        for idx_list, annos, m, times in gathered:
-            by_index.update(zip(idx_list, annos))
-            for k, v in m.items():
-                metric[k] += v
-            infer_ms += times
-        det_annos = [by_index[i] for i in sorted(by_index)]
 
-    logger.info('*************** Performance of EPOCH %s *****************', epoch_id)
-    sec_per_example = (time.time() - start_time) / max(len(dataset), 1)
-    logger.info('Generate label finished(sec_per_example: %.4f second).', sec_per_example)
-    if infer_ms:
-        logger.info('Average inference time: %.2f ms per batch (first 10%% of batches skipped)',
-                    sum(infer_ms) / len(infer_ms))
+def _gather_on_rank0(indices, det_annos, metric, infer_ms):
+    """Merge every rank's results on rank 0, in dataset order; None on the other ranks."""
+    gathered = dist_utils.gather_objects((indices, det_annos, metric, infer_ms))
+    if dist_utils.get_dist_info()[0] != 0:
+        return None
+    by_index, total, times = {}, {k: 0 for k in metric}, []
+    for idx_list, annos, counts, rank_times in gathered:
+        by_index.update(zip(idx_list, annos))
+        for k, v in counts.items():
+            total[k] += v
+        times += rank_times
+    return [by_index[i] for i in sorted(by_index)], total, times
 
-    ret = {}
-    gt_num = metric['gt_num']
+
+def _recall_metrics(metric, threshs, logger):
+    """``recall/roi_<t>`` and ``recall/rcnn_<t>`` from the summed counts (logged)."""
+    ret, gt_num = {}, metric['gt_num']
     for t in threshs:
         roi = metric['recall_roi_%s' % str(t)] / max(gt_num, 1)
         rcnn = metric['recall_rcnn_%s' % str(t)] / max(gt_num, 1)
@@ -153,13 +133,48 @@ def eval_one_epoch(cfg, args, model, dataloader, epoch_id, logger, dist_test=Fal
         logger.info('recall_rcnn_%s: %f', t, rcnn)
         ret['recall/roi_%s' % str(t)] = roi
         ret['recall/rcnn_%s' % str(t)] = rcnn
+    return ret
+
+
+def eval_one_epoch(cfg, args, model, dataloader, epoch_id, logger, dist_test=False, result_dir=None):
+    """Evaluate ``model`` (a detector, not DDP-wrapped) on ``dataloader``; see the module docstring."""
+    result_dir = Path(result_dir)
+    result_dir.mkdir(parents=True, exist_ok=True)
+    final_output_dir = result_dir / 'final_result' / 'data'
+    if getattr(args, 'save_to_file', False):
+        final_output_dir.mkdir(parents=True, exist_ok=True)
+    rank, world_size = dist_utils.get_dist_info() if dist_test else (0, 1)
+    dataset = dataloader.dataset
+    distributed = dist_test and world_size > 1
+    indices = _unique_rank_indices(dataloader) if distributed else list(range(len(dataset)))
+    loader = _rank_loader(dataloader, indices) if distributed else dataloader
+
+    logger.info('*************** EPOCH %s EVALUATION *****************', epoch_id)
+    start_time = time.time()
+    det_annos, metric, infer_ms = _inference_pass(cfg, args, model, loader, dataset, final_output_dir,
+                                                  show_progress=(rank == 0))
+    if len(det_annos) != len(indices):
+        raise RuntimeError(f'generate_prediction_dicts returned {len(det_annos)} annos for {len(indices)} frames')
+    if distributed:
+        merged = _gather_on_rank0(indices, det_annos, metric, infer_ms)
+        if merged is None:
+            return {}
+        det_annos, metric, infer_ms = merged
+
+    logger.info('*************** Performance of EPOCH %s *****************', epoch_id)
+    sec_per_example = (time.time() - start_time) / max(len(dataset), 1)
+    logger.info('Generate label finished(sec_per_example: %.4f second).', sec_per_example)
+    if infer_ms:
+        logger.info('Average inference time: %.2f ms per batch (first 10%% of batches skipped)',
+                    sum(infer_ms) / len(infer_ms))
+    ret = _recall_metrics(metric, cfg.MODEL.POST_PROCESSING.RECALL_THRESH_LIST, logger)
     total_pred = sum(len(a['name']) for a in det_annos)
     logger.info('Average predicted number of objects(%d samples): %.3f', len(det_annos),
                 total_pred / max(1, len(det_annos)))
     with open(result_dir / 'result.pkl', 'wb') as f:
         pickle.dump(det_annos, f)
     result_str, result_dict = dataset.evaluation(
-        det_annos, class_names, eval_metric=cfg.MODEL.POST_PROCESSING.EVAL_METRIC,
+        det_annos, dataset.class_names, eval_metric=cfg.MODEL.POST_PROCESSING.EVAL_METRIC,
         output_path=final_output_dir)
     logger.info(result_str)
     ret.update(result_dict)
@@ -182,7 +197,7 @@ def _write_metrics(path, metrics):
         json.dump(clean, f, indent=1, sort_keys=True)
 
 
-def _epoch_id(path):
+def epoch_id_of(path):
     """Epoch id of a checkpoint: the last number in its file name (``checkpoint_epoch_12.pth`` -> ``'12'``)."""
     import re
     nums = re.findall(r'\d+', os.path.basename(str(path)))
@@ -196,9 +211,9 @@ def get_no_evaluated_ckpt(ckpt_dir, ckpt_record_file, args):
     with open(ckpt_record_file) as f:
         evaluated = {line.strip() for line in f if line.strip()}
     ckpts = sorted(glob.glob(os.path.join(str(ckpt_dir), '*checkpoint_epoch_*.pth')),
-                   key=lambda p: (int(_epoch_id(p)) if _epoch_id(p).isdigit() else -1, p))
+                   key=lambda p: (int(epoch_id_of(p)) if epoch_id_of(p).isdigit() else -1, p))
     for path in ckpts:
-        epoch_id = _epoch_id(path)
+        epoch_id = epoch_id_of(path)
         if epoch_id in evaluated or not epoch_id.isdigit() or int(epoch_id) < args.start_epoch:
             continue
         return epoch_id, path

@@ -47,7 +47,7 @@ def start_run_log(log_file, args, cfg, device, world_size):
     """Rank-0 logger writing to ``log_file``, started with the device, the flags and the resolved config."""
     from pcdet.config import check_config_keys, log_config_to_file
     from pcdet.utils import common_utils
-    logger = common_utils.create_logger(log_file, rank=cfg.LOCAL_RANK)
+    logger = common_utils.create_logger(log_file, rank=cfg.RANK)
     logger.info('**********************Start logging**********************')
     logger.info('device %s, world size %d, total batch size %d', device, world_size, world_size * args.batch_size)
     for key, val in vars(args).items():
@@ -88,14 +88,9 @@ def run_tool(main, argv=None):
 
 
 def resolve_cfg_file(cfg_file):
-    """Absolute config path: as given from the CWD, else relative to the repo root, else to ``tools/``."""
-    root = Path(__file__).resolve().parents[2]
-    for base in (Path.cwd(), root, root / 'tools'):
-        p = (base / cfg_file).expanduser()
-        if p.is_file():
-            return str(p.resolve())
-    raise FileNotFoundError(f'--cfg_file {cfg_file}: not found from the CWD ({Path.cwd()}), the repository root '
-                            f'({root}) or {root / "tools"}')
+    """Absolute ``--cfg_file`` path (``pcdet.config.find_config_file``: the CWD, the repo root, ``tools/``)."""
+    from pcdet.config import find_config_file
+    return str(find_config_file(cfg_file, what='--cfg_file'))
 
 
 def exp_group_path(cfg_file):
@@ -113,14 +108,15 @@ def exp_group_path(cfg_file):
 def setup_cfg_and_dist(args, cfg):
     """Set ``cfg.TAG``, ``cfg.EXP_GROUP_PATH``, initialise torch.distributed for ``--launcher``.
 
-    Sets ``cfg.LOCAL_RANK`` to the global rank (what gates rank-0 logging and checkpoints). Returns
+    Sets ``cfg.RANK`` to the global rank (what gates rank-0 logging and checkpoints) and ``cfg.LOCAL_RANK``, the
+    name OpenPCDet uses for that same global rank, to it too. Returns
     ``(is_distributed, world_size)``.
     """
     from pcdet.utils import dist_utils
     cfg.TAG = Path(args.cfg_file).stem
     cfg.EXP_GROUP_PATH = exp_group_path(args.cfg_file)
     if args.launcher == 'none':
-        cfg.LOCAL_RANK = 0
+        cfg.RANK = cfg.LOCAL_RANK = 0
         return False, 1
     backend = 'gloo' if args.device == 'cpu' else 'auto'
     if args.launcher == 'pytorch':
@@ -128,7 +124,7 @@ def setup_cfg_and_dist(args, cfg):
     else:
         world_size, local_rank = dist_utils.init_dist_slurm(args.tcp_port, args.local_rank, backend=backend)
     args.local_rank = local_rank
-    cfg.LOCAL_RANK = dist_utils.get_dist_info()[0]
+    cfg.RANK = cfg.LOCAL_RANK = dist_utils.get_dist_info()[0]
     return True, world_size
 
 

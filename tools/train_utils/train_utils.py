@@ -224,8 +224,8 @@ class LatestModelSaver:
 
 
 def train_one_epoch(model, optimizer, train_loader, model_func, lr_scheduler, accumulated_iter, optim_cfg,
-                    rank, tbar, total_it_each_epoch, dataloader_iter, amp, guard, iteration_log=None,
-                    latest_saver=None, cur_epoch=None):
+                    total_it_each_epoch, dataloader_iter, amp, guard, iteration_log=None, latest_saver=None,
+                    cur_epoch=None):
     """Run the rest of one epoch, starting at iteration ``accumulated_iter % total_it_each_epoch`` (mid-epoch
     resume). ``iteration_log`` / ``latest_saver``: rank 0's reporting and ``latest_model`` writer (None on other
     ranks). Returns ``(accumulated_iter, dataloader_iter)``."""
@@ -306,9 +306,9 @@ def train_model(model, optimizer, train_loader, model_func, lr_scheduler, optim_
                 latest_saver = LatestModelSaver(ckpt_save_dir, ckpt_save_time_interval, total_batch, logger)
             accumulated_iter, dataloader_iter = train_one_epoch(
                 model, optimizer, train_loader, model_func, lr_scheduler=cur_scheduler,
-                accumulated_iter=accumulated_iter, optim_cfg=optim_cfg, rank=rank, tbar=tbar,
-                total_it_each_epoch=total_it_each_epoch, dataloader_iter=dataloader_iter, amp=amp, guard=guard,
-                iteration_log=iteration_log, latest_saver=latest_saver, cur_epoch=cur_epoch)
+                accumulated_iter=accumulated_iter, optim_cfg=optim_cfg, total_it_each_epoch=total_it_each_epoch,
+                dataloader_iter=dataloader_iter, amp=amp, guard=guard, iteration_log=iteration_log,
+                latest_saver=latest_saver, cur_epoch=cur_epoch)
             trained_epoch = cur_epoch + 1
             if trained_epoch % ckpt_save_interval == 0 and rank == 0:
                 prune_checkpoints(ckpt_save_dir, max_ckpt_save_num)

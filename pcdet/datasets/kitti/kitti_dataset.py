@@ -83,7 +83,6 @@ class KittiDataset(DatasetTemplate):
         """Info dicts of the current split: ``point_cloud {num_features, lidar_idx}``, ``image {image_idx,
         image_shape}``, ``calib {P2, R0_rect, Tr_velo_to_cam}`` (4x4) and with labels ``annos`` (see
         ``kitti_utils.objects_to_annos``) incl. ``num_points_in_gt`` (FOV points in each box, -1 for DontCare)."""
-        from ...ops.roiaware_pool3d import roiaware_pool3d_utils
 
         def process_single_scene(sample_idx):
             calib = self.get_calib(sample_idx)
@@ -99,9 +98,10 @@ class KittiDataset(DatasetTemplate):
                     pts_fov = points[fov_flag]
                     num_points_in_gt = -np.ones(len(annos['name']), dtype=np.int32)
                     n_obj = len(annos['gt_boxes_lidar'])
-                    if n_obj > 0:
-                        inside = roiaware_pool3d_utils.points_in_boxes_cpu(pts_fov[:, 0:3], annos['gt_boxes_lidar'])
-                        num_points_in_gt[:n_obj] = np.asarray(inside).sum(axis=1)
+                    # OpenPCDet's count: FOV points in the box hull, no margin (the GT database crop has one)
+                    corners = box_utils.boxes_to_corners_3d(annos['gt_boxes_lidar'])
+                    for k in range(n_obj):
+                        num_points_in_gt[k] = int(box_utils.in_hull(pts_fov[:, 0:3], corners[k]).sum())
                     annos['num_points_in_gt'] = num_points_in_gt
                 info['annos'] = annos
             return info

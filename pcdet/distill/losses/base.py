@@ -1,7 +1,7 @@
 """Common plumbing of the distillation losses: option resolution and the loss interface.
 
 A distillation loss is an ``nn.Module`` that owns its trainable adapters (so the optimiser and DDP see them
-through ``Distiller.adapters``) and computes one unweighted scalar from recorded features:
+through ``Distiller.losses``) and computes one unweighted scalar from recorded features:
 
     loss(student_feats, teacher_feats, batch_dict) -> (value: 0-dim tensor, extra_tb: dict[str, float])
 
@@ -67,6 +67,15 @@ class DistillLoss(nn.Module):
         self.teacher_features = []
 
     DEFAULT_WEIGHT = 1.0
+
+    def resolve_channels(self, channels_of):
+        """Fill ``STUDENT_CHANNELS`` / ``TEACHER_CHANNELS`` (None in the config: inferred from the models by
+        ``channels_of(side, feature name)``) and return them as ``(c_student, c_teacher)`` ints."""
+        o = self.opts
+        for side in ('student', 'teacher'):
+            key = f'{side.upper()}_CHANNELS'
+            o[key] = int(o[key] or channels_of(side, o[f'{side.upper()}_FEATURE']))
+        return o['STUDENT_CHANNELS'], o['TEACHER_CHANNELS']
 
     def feature(self, feats, name, side):
         """Fetch a recorded feature with a clear error (recorders guarantee presence; this guards misuse)."""

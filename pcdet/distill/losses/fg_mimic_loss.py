@@ -81,9 +81,7 @@ class FGMimicLoss(DistillLoss):
         self.teacher_features = [o['TEACHER_FEATURE']]
         if o['MASK_SOURCE'] != 'gt':
             self.teacher_features += ['batch_box_preds', 'batch_cls_preds']
-        o['STUDENT_CHANNELS'] = int(o['STUDENT_CHANNELS'] or channels_of('student', o['STUDENT_FEATURE']))
-        o['TEACHER_CHANNELS'] = int(o['TEACHER_CHANNELS'] or channels_of('teacher', o['TEACHER_FEATURE']))
-        self.adapter = ConvAdapter(o['STUDENT_CHANNELS'], o['TEACHER_CHANNELS'])
+        self.adapter = ConvAdapter(*self.resolve_channels(channels_of))
 
     def _boxes(self, teacher_feats, batch_dict, batch_size):
         o = self.opts

@@ -37,9 +37,7 @@ class FitNetLoss(DistillLoss):
         o = self.opts
         self.student_features = [o['STUDENT_FEATURE']]
         self.teacher_features = [o['TEACHER_FEATURE']]
-        o['STUDENT_CHANNELS'] = int(o['STUDENT_CHANNELS'] or channels_of('student', o['STUDENT_FEATURE']))
-        o['TEACHER_CHANNELS'] = int(o['TEACHER_CHANNELS'] or channels_of('teacher', o['TEACHER_FEATURE']))
-        self.adapter = ConvAdapter(o['STUDENT_CHANNELS'], o['TEACHER_CHANNELS'])
+        self.adapter = ConvAdapter(*self.resolve_channels(channels_of))
 
     def forward(self, student_feats, teacher_feats, batch_dict):
         o = self.opts

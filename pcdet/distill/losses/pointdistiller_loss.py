@@ -13,10 +13,10 @@ Per training step, for one distilled feature recorded identically indexed on bot
 5. weighted MSE, node weights ``w = n * softmax(score / TAU)`` per set (mean 1; ``REWEIGHT: False`` -> 1); with
    ``SCOPE: sample`` the loss is the mean over samples of each sample's weighted MSE.
 
-Both graph convs are trained with the student (paper and released code), so the target moves too: nothing but BN
-stops the two encoders from agreeing on projections that are easy for the student. On the synthetic set the loss
-falls from ~2 to ~0.005 within two epochs (FitNet's stays at 0.3-1.3). ``TEACHER_GCN: frozen`` keeps the
-teacher-side conv at its random init (BN still normalises with batch statistics), which rules that out.
+Both graph convs are trained with the student (``TEACHER_GCN: trainable``, paper and released code), so the target
+moves too: nothing but BN stops the two encoders from agreeing on projections that are easy for the student.
+``TEACHER_GCN: frozen`` keeps the teacher-side conv at its random init (BN still normalises with batch
+statistics), which rules that out. Measurements behind this: ``docs/INVESTIGATIONS.md``.
 
 Feature layouts accepted (both sides must have the same layout and node count):
 - (V, C) voxel/pillar features (``pillar_features``) with ``voxel_coords`` (V, 4) [b, z, y, x] in the batch;
@@ -99,9 +99,7 @@ class PointDistillerLoss(DistillLoss):
             raise ValueError(f'{where}: TAU must be > 0, got {o["TAU"]!r}')
         self.student_features = [o['STUDENT_FEATURE']]
         self.teacher_features = [o['TEACHER_FEATURE']]
-        c_s = o['STUDENT_CHANNELS'] or channels_of('student', o['STUDENT_FEATURE'])
-        c_t = o['TEACHER_CHANNELS'] or channels_of('teacher', o['TEACHER_FEATURE'])
-        o['STUDENT_CHANNELS'], o['TEACHER_CHANNELS'] = int(c_s), int(c_t)
+        c_s, c_t = self.resolve_channels(channels_of)
         o['WIDTH'] = int(o['WIDTH'] or c_s)
         self.student_gcn = GraphConvAdapter(c_s, o['WIDTH'], o['EDGE'])
         self.teacher_gcn = GraphConvAdapter(c_t, o['WIDTH'], o['EDGE'])

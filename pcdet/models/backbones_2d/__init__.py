@@ -1,5 +1,5 @@
 """2D backbone registry (config key ``MODEL.BACKBONE_2D.NAME``)."""
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .base_bev_backbone import BaseBEVBackbone
 

@@ -2,7 +2,7 @@
 
 ``spconv_backbone`` imports spconv only when a backbone is built, so this registry is spconv-free at import.
 """
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .spconv_backbone import VoxelBackBone8x
 

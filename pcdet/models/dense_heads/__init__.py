@@ -1,5 +1,5 @@
 """Dense head registry (config key ``MODEL.DENSE_HEAD.NAME``)."""
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .anchor_head_single import AnchorHeadSingle
 from .anchor_head_template import AnchorHeadTemplate

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from pcdet.models.registry import lookup
+from pcdet.utils.registry import lookup
 from pcdet.utils import box_coder_utils, common_utils, loss_utils
 
 from .target_assigner import __all__ as target_assigners

@@ -1,5 +1,5 @@
 """Detector registry (config key ``MODEL.NAME``). Importing it does not import spconv."""
-from pcdet.models.registry import lookup, make_registry
+from pcdet.utils.registry import lookup, make_registry
 
 from .detector3d_template import Detector3DTemplate
 from .pointpillar import PointPillar

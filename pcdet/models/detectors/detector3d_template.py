@@ -9,7 +9,7 @@ the slot ``None``. Geometry (grid_size, point_cloud_range, voxel_size) comes fro
 import torch
 import torch.nn as nn
 
-from pcdet.models.registry import lookup
+from pcdet.utils.registry import lookup
 
 from .. import backbones_2d, backbones_3d, dense_heads
 from ..backbones_2d import map_to_bev

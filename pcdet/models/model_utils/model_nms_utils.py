@@ -5,7 +5,7 @@ device), NMS_THRESH, NMS_PRE_MAXSIZE, NMS_POST_MAXSIZE.
 """
 import torch
 
-from pcdet.models.registry import lookup
+from pcdet.utils.registry import lookup
 
 NMS_TYPES = ('nms_gpu', 'nms_normal_gpu')
 

@@ -13,15 +13,7 @@ from . import rotated_geometry as geom
 
 def _cuda_ext():
     """The compiled extension, imported lazily with a clear error when it is not built."""
-    try:
-        from ..build_utils import load_cuda_ext
-    except ImportError:  # build_utils missing: import directly so the error still says what is wrong
-        try:
-            from . import iou3d_nms_cuda
-        except ImportError as exc:
-            raise ImportError('pcdet.ops.iou3d_nms.iou3d_nms_cuda is not built; install with PCDET_BUILD_CUDA=1 '
-                              'pip install --no-build-isolation -e . (CUDA tensors need it)') from exc
-        return iou3d_nms_cuda
+    from ..build_utils import load_cuda_ext
     return load_cuda_ext('iou3d_nms')
 
 

@@ -18,14 +18,9 @@ across references without changing the per-distance summation order; that is why
 transposed, ``(B, C, M)``. The selections compare (distance, index) keys (``cpu_select``), so the k nearest
 are the same set in all kernels, ties going to the smaller index.
 
-Measured and rejected (2 EPYC cores, AVX2, N=6000, M=65536, K=128, C=64; dense matmul + topk 1.75 s): an
-exact variant that filters with a GEMM lower bound (``|q|^2 + |r|^2 - 2 q.r`` minus a rounding bound, exact
-distances only for survivors) ran 2.2 s with numpy's GEMM between numba kernels (OpenBLAS threads keep
-spinning after each call and take the cores from numba's), 1.25 s with torch's GEMM, 0.95 s only with
-``OPENBLAS_THREAD_TIMEOUT=4 OMP_WAIT_POLICY=PASSIVE`` (environment that a library cannot set once numpy is
-loaded); BLAS called inside ``prange`` makes OpenBLAS warn about OpenMP loops; a numba-written product
-reached 40 GFLOP/s per core against OpenBLAS's 71. A max-heap, a pending-batch merge or a 2k-buffer with
-quickselect in place of the sorted insertion measured no faster than it.
+No BLAS: a GEMM between numba kernels leaves OpenBLAS threads spinning on the cores numba needs, and GEMM
+distances round differently from the contract above. The alternatives measured and rejected are in
+``docs/INVESTIGATIONS.md``.
 """
 import numba
 import numpy as np

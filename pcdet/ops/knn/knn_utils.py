@@ -91,11 +91,7 @@ def knn(query, ref, k, return_dist=True, sorted=True):
 
 def _knn_cuda(query, ref, k):
     """CUDA path: ``knn_cuda.knn(query (B,N,C), ref (B,M,C), idx (B,N,k) int64, dist (B,N,k))`` fills the outputs."""
-    try:
-        from pcdet.ops.build_utils import load_cuda_ext
-    except ImportError as exc:
-        raise ImportError(f'knn_utils.py: pcdet.ops.build_utils.load_cuda_ext is unavailable, cannot load the '
-                          f'knn CUDA extension ({exc})') from exc
+    from pcdet.ops.build_utils import load_cuda_ext
     ext = load_cuda_ext('knn')
     batch, num_query, _ = query.shape
     idx = torch.empty((batch, num_query, k), dtype=torch.int64, device=query.device)

@@ -138,11 +138,7 @@ def points_in_boxes_gpu(points, boxes):
 
 def _points_in_boxes_cuda(points, boxes):
     """CUDA path: the compiled kernel of ``src/points_in_boxes_kernel.cu`` (float32, raw pointers + stream)."""
-    try:
-        from pcdet.ops.build_utils import load_cuda_ext
-    except ImportError as exc:
-        raise ImportError('roiaware_pool3d_utils.py: pcdet.ops.build_utils.load_cuda_ext is unavailable, cannot '
-                          f'load the roiaware_pool3d CUDA extension ({exc})') from exc
+    from pcdet.ops.build_utils import load_cuda_ext
     ext = load_cuda_ext('roiaware_pool3d')
     pts = points[..., :3].float().contiguous()
     bxs = boxes[..., :7].float().contiguous()

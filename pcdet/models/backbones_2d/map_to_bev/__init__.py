@@ -1,5 +1,5 @@
 """BEV projection registry (config key ``MODEL.MAP_TO_BEV.NAME``)."""
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .height_compression import HeightCompression
 from .pointpillar_scatter import PointPillarScatter

@@ -1,5 +1,5 @@
 """VFE registry (config key ``MODEL.VFE.NAME``)."""
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .mean_vfe import MeanVFE
 from .pillar_vfe import PillarVFE

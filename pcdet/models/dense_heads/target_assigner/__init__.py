@@ -1,5 +1,5 @@
 """Target assigner registry (config key ``DENSE_HEAD.TARGET_ASSIGNER_CONFIG.NAME``)."""
-from pcdet.models.registry import make_registry
+from pcdet.utils.registry import make_registry
 
 from .anchor_generator import AnchorGenerator
 from .axis_aligned_target_assigner import AxisAlignedTargetAssigner

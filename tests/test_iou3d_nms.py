@@ -1,7 +1,7 @@
 """Rotated BEV / 3D IoU and NMS (pcdet.ops.iou3d_nms) against independent references.
 
 References written here: a pure-Python Sutherland-Hodgman polygon clipper (corners from an explicit rotation
-matrix), shapely (when installed), and a brute-force greedy NMS built on the reference IoU.
+matrix), shapely (a test dependency), and a brute-force greedy NMS built on the reference IoU.
 """
 import math
 import os
@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shapely.geometry import Polygon
 
 from pcdet.ops.iou3d_nms import iou3d_nms_utils as iou_utils
 
@@ -108,15 +109,14 @@ def test_bev_iou_matches_polygon_clipping_reference():
 
 
 def test_bev_iou_matches_shapely():
-    shapely_geometry = pytest.importorskip('shapely.geometry')
     rng = np.random.default_rng(1)
     a, b = random_boxes(rng, 20), random_boxes(rng, 20)
     iou = iou_utils.boxes_bev_iou_cpu(torch.from_numpy(a), torch.from_numpy(b))
     assert isinstance(iou, torch.Tensor) and iou.dtype == torch.float32
     for i in range(20):
-        pa = shapely_geometry.Polygon(ref_corners(a[i]))
+        pa = Polygon(ref_corners(a[i]))
         for j in range(20):
-            pb = shapely_geometry.Polygon(ref_corners(b[j]))
+            pb = Polygon(ref_corners(b[j]))
             inter = pa.intersection(pb).area
             assert iou[i, j].item() == pytest.approx(inter / (pa.area + pb.area - inter), abs=1e-6)
 

@@ -5,7 +5,6 @@ the fields ``build_network`` reads from a dataset (grid_size, point_cloud_range,
 point_feature_encoder.num_point_features, depth_downsample_factor); no dataset behaviour is involved.
 """
 import logging
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -31,19 +30,9 @@ KITTI_RANGE = [0, -40, -3, 70.4, 40, 1]
 SMALL_RANGE = [0, -5.12, -3, 10.24, 5.12, 1]
 
 
-def load_cfg(rel_path, tmp_path_factory=None):
-    """Config from tools/cfgs; if the KITTI dataset config is not written yet, a minimal stand-in is used."""
-    cfg_file = CFGS / rel_path
-    if not (CFGS / 'dataset_configs' / 'kitti_dataset.yaml').is_file():
-        root = Path(tmp_path_factory.mktemp('cfgs')) if tmp_path_factory else Path('/tmp/pcdet_test_models_cfgs')
-        shutil.copytree(CFGS / 'kitti_models', root / 'kitti_models', dirs_exist_ok=True)
-        shutil.copytree(CFGS / 'kitti_synth_models', root / 'kitti_synth_models', dirs_exist_ok=True)
-        (root / 'dataset_configs').mkdir(parents=True, exist_ok=True)
-        shutil.copy(CFGS / 'dataset_configs' / 'kitti_synth_dataset.yaml', root / 'dataset_configs')
-        (root / 'dataset_configs' / 'kitti_dataset.yaml').write_text(
-            'DATASET: KittiDataset\nPOINT_CLOUD_RANGE: [0, -40, -3, 70.4, 40, 1]\n')
-        cfg_file = root / rel_path
-    return cfg_from_yaml_file(str(cfg_file), EasyDict())
+def load_cfg(rel_path):
+    """Config from tools/cfgs."""
+    return cfg_from_yaml_file(str(CFGS / rel_path), EasyDict())
 
 
 def build(rel_cfg, point_cloud_range, voxel_size, seed=0):

@@ -84,11 +84,16 @@ def test_transforms_keep_points_inside_boxes(root, cfg, name):
     elif name == 'rotation':
         np.random.seed(0)
         new_boxes, new_pts, angle, _ = augmentor_utils.global_rotation(boxes, pts, rot_range=[-0.785, 0.785])
-        assert angle != 0
+        assert angle == np.random.RandomState(0).uniform(-0.785, 0.785)     # one uniform draw of the seed
+        c, s = np.cos(angle), np.sin(angle)
+        np.testing.assert_allclose(new_pts[:, :2], pts[:, :2] @ np.array([[c, s], [-s, c]]), atol=1e-4)
+        np.testing.assert_allclose(new_boxes[:, 6], boxes[:, 6] + angle, atol=1e-6)
     else:
         np.random.seed(0)
         new_boxes, new_pts, scale, _ = augmentor_utils.global_scaling(boxes, pts, scale_range=[0.95, 1.05])
-        assert scale != 1
+        assert scale == np.random.RandomState(0).uniform(0.95, 1.05)
+        np.testing.assert_allclose(new_pts[:, :3], pts[:, :3] * scale, rtol=1e-6)
+        np.testing.assert_allclose(new_boxes[:, :6], boxes[:, :6] * scale, rtol=1e-6)
     assert not np.allclose(new_pts[:, :3], pts[:, :3])
     np.testing.assert_array_equal(new_pts[:, 3], pts[:, 3])
     after = inside(new_pts, new_boxes, margin=1e-4)  # float32 rounding only

@@ -100,7 +100,10 @@ def test_empty_point_cloud_gives_zero_voxels_and_collates(tmp_path, kitti_sample
     assert sample['voxels'].shape == (0, 32, 4) and sample['voxels'].dtype == np.float32
     assert sample['voxel_coords'].shape == (0, 3) and sample['voxel_coords'].dtype == np.int32
     assert sample['voxel_num_points'].shape == (0,)
-    assert sample['gt_boxes'].shape[1] == 8 and len(sample['gt_boxes']) > 0  # labels still there
+    # labels still there: one box per Car / Pedestrian / Cyclist line of the frame's label file
+    label = (root / 'training' / 'label_2' / f'{empty_id}.txt').read_text().splitlines()
+    n_labelled = sum(line.split()[0] in CLASSES for line in label)
+    assert n_labelled > 0 and sample['gt_boxes'].shape == (n_labelled, 8)
     other = ds[1]
     batch = ds.collate_batch([sample, other])
     assert batch['voxels'].shape == other['voxels'].shape and (batch['voxel_coords'][:, 0] == 1).all()

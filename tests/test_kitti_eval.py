@@ -141,7 +141,10 @@ def test_overlap_exactly_at_threshold_is_not_a_match():
     _, ret = kitti_eval.get_official_eval_result(gts, at, [0])
     assert ret['Car_image/easy_R40'] == 0 and ret['Car_bev/easy_R40'] == 0 and ret['Car_3d/easy_R40'] == 0
     mAP = kitti_eval.do_eval(gts, at, [0], kitti_eval.MIN_OVERLAPS[:, :, [0]])
-    assert mAP[1][0, 0, 1] > 0 and mAP[2][0, 0, 1] > 0  # overlap set 1 (0.5) matches them
+    # overlap set 1 (0.5) matches all 3: precision 1 at the first 3 of the 41 recall points, of which R11 samples
+    # the first only (1/11) and R40 the 2nd and 3rd (2/40)
+    for m in (1, 2):                                                 # bev, 3d
+        assert mAP[m][0, 0, 1] == pytest.approx(100 / 11) and mAP[m + 4][0, 0, 1] == pytest.approx(5.0)
     closer = [anno(dt_frame(i, 29, 0.74), True) for i in range(3)]
     _, ret = kitti_eval.get_official_eval_result(gts, closer, [0])
     assert ret['Car_image/easy_R40'] == pytest.approx(5.0) and ret['Car_3d/easy_R40'] == pytest.approx(5.0)

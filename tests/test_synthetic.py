@@ -153,11 +153,10 @@ def test_difficulty_classes_populated(synth_root):
 
 
 def test_create_kitti_infos(synth_root, tmp_path):
-    kitti_dataset = pytest.importorskip('pcdet.datasets.kitti.kitti_dataset',
-                                        reason='pcdet.datasets.kitti.kitti_dataset not written yet')
     from easydict import EasyDict
 
     from pcdet.config import cfg_from_yaml_file
+    from pcdet.datasets.kitti import kitti_dataset
     cfg = cfg_from_yaml_file(str(REPO / 'tools' / 'cfgs' / 'dataset_configs' / 'kitti_synth_dataset.yaml'),
                              EasyDict())
     root = tmp_path / 'kitti_synth'
@@ -176,6 +175,9 @@ def test_create_kitti_infos(synth_root, tmp_path):
     assert (infos[0]['annos']['num_points_in_gt'][:len(objs)] >= 0).all()
     with open(root / 'kitti_dbinfos_train.pkl', 'rb') as f:
         db_infos = pickle.load(f)
-    assert len(db_infos['Car']) > 0
+    # one database entry per Car label line of the training frames
+    n_cars = sum(line.startswith('Car ') for i in range(NUM_TRAIN)
+                 for line in (synth_root / 'training' / 'label_2' / f'{i:06d}.txt').read_text().splitlines())
+    assert n_cars > 0 and len(db_infos['Car']) == n_cars
     for name in ('val', 'trainval', 'test'):
         assert (root / f'kitti_infos_{name}.pkl').is_file()

@@ -3,9 +3,12 @@
 All losses return unreduced, weighted tensors; the heads normalise and sum them.
 Shapes: B = batch size, A = anchors per sample, C = classes (or code size for regression).
 """
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import box_utils
 
 
 class SigmoidFocalClassificationLoss(nn.Module):
@@ -91,3 +94,23 @@ class WeightedCrossEntropyLoss(nn.Module):
         """
         loss = F.cross_entropy(logits.permute(0, 2, 1), target.argmax(dim=-1), reduction='none')
         return loss * weights
+
+
+def get_corner_loss_lidar(pred_bbox3d, gt_bbox3d):
+    """Corner loss of PointRCNN's refinement: smooth-L1 (beta 1) of the distance of each of the 8 corners to the
+    same corner of the GT box or of the GT box turned by pi, whichever is nearer (heading ambiguity).
+
+    Args:
+        pred_bbox3d: (N, 7) LiDAR boxes; gt_bbox3d: (N, 7) LiDAR boxes (same frame).
+    Returns:
+        (N,) loss per box: the mean over its 8 corners.
+    """
+    if pred_bbox3d.shape[0] != gt_bbox3d.shape[0]:
+        raise ValueError(f'get_corner_loss_lidar: {pred_bbox3d.shape[0]} predicted vs {gt_bbox3d.shape[0]} GT boxes')
+    pred_corners = box_utils.boxes_to_corners_3d(pred_bbox3d)
+    gt_corners = box_utils.boxes_to_corners_3d(gt_bbox3d)
+    gt_flipped = torch.cat([gt_bbox3d[:, :6], gt_bbox3d[:, 6:7] + np.pi, gt_bbox3d[:, 7:]], dim=1)
+    gt_corners_flipped = box_utils.boxes_to_corners_3d(gt_flipped)
+    corner_dist = torch.min(torch.norm(pred_corners - gt_corners, dim=2),
+                            torch.norm(pred_corners - gt_corners_flipped, dim=2))  # (N, 8)
+    return WeightedSmoothL1Loss.smooth_l1_loss(corner_dist, beta=1.0).mean(dim=1)

@@ -1,0 +1,1 @@
+"""RoI target assignment (``ProposalTargetLayer``)."""

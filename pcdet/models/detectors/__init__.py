@@ -2,6 +2,7 @@
 from pcdet.utils.registry import lookup, make_registry
 
 from .detector3d_template import Detector3DTemplate
+from .point_rcnn import PointRCNN
 from .pointpillar import PointPillar
 from .second_net import SECONDNet
 
@@ -9,6 +10,7 @@ __all__ = make_registry([
     ('Detector3DTemplate', Detector3DTemplate),
     ('PointPillar', PointPillar),
     ('SECONDNet', SECONDNet),
+    ('PointRCNN', PointRCNN),
 ], what='detector registry')
 
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from pcdet.utils.registry import lookup
 
-from .. import backbones_2d, backbones_3d, dense_heads
+from .. import backbones_2d, backbones_3d, dense_heads, roi_heads
 from ..backbones_2d import map_to_bev
 from ..backbones_3d import vfe
 from ..model_utils import model_nms_utils
@@ -118,17 +118,38 @@ class Detector3DTemplate(nn.Module):
     def _unsupported(self, key, model_info_dict):
         if self.model_cfg.get(key, None) is not None:
             raise NotImplementedError(f'detector3d_template.py: MODEL.{key} is not supported by this toolbox '
-                                      '(PointPillars / SECOND only); remove the block from the config')
+                                      '(PointPillars / SECOND / PointRCNN only); remove the block from the config')
         return None, model_info_dict
 
     def build_pfe(self, model_info_dict):
         return self._unsupported('PFE', model_info_dict)
 
     def build_point_head(self, model_info_dict):
-        return self._unsupported('POINT_HEAD', model_info_dict)
+        cfg = self.model_cfg.get('POINT_HEAD', None)
+        if cfg is None:
+            return None, model_info_dict
+        cls = lookup(dense_heads.__all__, cfg.NAME, 'point head', 'MODEL.POINT_HEAD.NAME')
+        if cfg.get('USE_POINT_FEATURES_BEFORE_FUSION', False):
+            num_point_features = model_info_dict['num_point_features_before_fusion']
+        else:
+            num_point_features = model_info_dict['num_point_features']
+        module = cls(model_cfg=cfg, input_channels=num_point_features,
+                     num_class=self.num_class if not cfg.CLASS_AGNOSTIC else 1,
+                     predict_boxes_when_training=bool(self.model_cfg.get('ROI_HEAD', False)))
+        model_info_dict['module_list'].append(module)
+        return module, model_info_dict
 
     def build_roi_head(self, model_info_dict):
-        return self._unsupported('ROI_HEAD', model_info_dict)
+        cfg = self.model_cfg.get('ROI_HEAD', None)
+        if cfg is None:
+            return None, model_info_dict
+        cls = lookup(roi_heads.__all__, cfg.NAME, 'RoI head', 'MODEL.ROI_HEAD.NAME')
+        module = cls(model_cfg=cfg, input_channels=model_info_dict['num_point_features'],
+                     backbone_channels=model_info_dict.get('backbone_channels', None),
+                     point_cloud_range=model_info_dict['point_cloud_range'], voxel_size=model_info_dict['voxel_size'],
+                     num_class=self.num_class if not cfg.CLASS_AGNOSTIC else 1)
+        model_info_dict['module_list'].append(module)
+        return module, model_info_dict
 
     def forward(self, batch_dict):
         """Runs every module; train -> ({'loss'}, tb_dict, disp_dict), eval -> (pred_dicts, recall_dicts)."""

@@ -22,8 +22,9 @@ and torch.export checks it: an op that specialised on the example's pillar count
 a size baked into a reshape) fails the export with a constraint error instead of giving a graph that is silently
 wrong for other counts, which is what tracing does. Both exporters were tried on torch 2.13: both give ORT
 head outputs within 2e-6 of PyTorch's from 0 to 16,737 pillars (the largest full KITTI sample frame) on this
-network; the TorchScript one is deprecated (DeprecationWarning "legacy TorchScript-based ONNX export") and
-exports in about half the time (1 s instead of 2 s after the first export of a process).
+network with default-initialised weights; the TorchScript one is deprecated (DeprecationWarning "legacy
+TorchScript-based ONNX export") and exports in about half the time (1 s instead of 2 s after the first export
+of a process).
 """
 import json
 import logging

@@ -217,6 +217,10 @@ def test_second_is_refused_with_one_clear_line(tmp_path):
     """SECOND fails before anything is built: exit status 2, one line on stderr naming the sparse convolutions."""
     with pytest.raises(NotExportableError, match='sparse convolutions'):
         check_exportable(load_cfg('kitti_models/second_4x.yaml').MODEL)
+    two_stage = load_cfg('kitti_models/pointpillar.yaml').MODEL
+    two_stage.ROI_HEAD = EasyDict(NAME='PointRCNNHead')
+    with pytest.raises(NotExportableError, match='MODEL.ROI_HEAD'):
+        check_exportable(two_stage)
     proc = subprocess.run([sys.executable, str(REPO / 'tools' / 'export_onnx.py'), '--cfg_file',
                            'tools/cfgs/kitti_synth_models/second.yaml', '--random_init', '--out',
                            str(tmp_path / 's.onnx')], cwd=REPO, capture_output=True, text=True, timeout=120)

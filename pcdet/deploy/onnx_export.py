@@ -49,7 +49,8 @@ class NotExportableError(ValueError):
 
 def check_exportable(model_cfg):
     """Raise ``NotExportableError`` unless ``model_cfg`` (the ``MODEL`` block) is PillarVFE -> PointPillarScatter
-    -> BACKBONE_2D -> AnchorHeadSingle with no 3D backbone. Reads the config only (nothing is built)."""
+    -> BACKBONE_2D -> AnchorHeadSingle with no 3D backbone and no point or second stage. Reads the config only
+    (nothing is built)."""
     name = model_cfg.get('NAME', '?')
     if model_cfg.get('BACKBONE_3D', None) is not None:
         raise NotExportableError(
@@ -65,6 +66,10 @@ def check_exportable(model_cfg):
                 '(PointPillars family only)')
     if model_cfg.get('BACKBONE_2D', None) is None:
         raise NotExportableError(f'{name} cannot be exported to ONNX: it has no MODEL.BACKBONE_2D block')
+    for key in ('PFE', 'POINT_HEAD', 'ROI_HEAD'):
+        if model_cfg.get(key, None) is not None:
+            raise NotExportableError(f'{name} cannot be exported to ONNX: MODEL.{key} (a point or second stage) is '
+                                     'not part of the PointPillars export, which ends at the dense head')
 
 
 class PillarNetworkGraph(nn.Module):

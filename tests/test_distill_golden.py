@@ -224,10 +224,10 @@ PD_SIDES = {
 }
 
 
-def pd_edges(feats, edge):
+def pd_edges(feats, edge, graphs=PD_GRAPH):
     """Edge features of every (centre, neighbour) pair, (sample, centre, k) order: concat(x_j or x_j - x_i, x_i)."""
     rows = []
-    for graph, _ in PD_GRAPH:
+    for graph, _ in graphs:
         for i, nbrs in graph.items():
             for j in nbrs:
                 first = feats[j] - feats[i] if edge == 'diff' else feats[j]
@@ -235,29 +235,29 @@ def pd_edges(feats, edge):
     return np.array(rows)
 
 
-def pd_reference(pool, edge, train):
+def pd_reference(pool, edge, train, graphs=PD_GRAPH, weights=PD_WEIGHTS):
     """Graph conv (1x1 conv + BN over all N*K edges + ReLU) per side, then per sample the importance-weighted MSE
     (``POOL max``: of the max over the K neighbours), averaged over the samples. Returns (loss, edge pre-activations
     per side) for the running-statistics check."""
     y, z = {}, {}
     for side, p in PD_SIDES.items():
-        z[side] = pd_edges(p['feats'], edge) @ np.asarray(p['weight']).T            # (N*K, 2)
+        z[side] = pd_edges(p['feats'], edge, graphs) @ np.asarray(p['weight']).T    # (N*K, 2)
         y[side] = np.maximum(batch_norm(z[side], p['gamma'], p['beta'], train, *p['running']), 0.0).reshape(-1, 2, 2)
     per_sample, node = [], 0
-    for graph, _ in PD_GRAPH:
+    for graph, _ in graphs:
         terms = []
         for i in graph:
             ys, yt = y['student'][node], y['teacher'][node]                              # (K, C')
             diff = (ys.max(axis=0) - yt.max(axis=0)) ** 2 if pool == 'max' else (ys - yt) ** 2
-            terms.append(PD_WEIGHTS[i] * diff.mean())
+            terms.append(weights[i] * diff.mean())
             node += 1
         per_sample.append(np.mean(terms))
     return float(np.mean(per_sample)), z
 
 
-def make_pointdistiller(pool, edge):
+def make_pointdistiller(pool, edge, **extra):
     loss = PointDistillerLoss({'NAME': 'PointDistillerLoss', 'NUM_NODES': 3, 'K': 2, 'TAU': PD_TAU, 'WIDTH': 2,
-                               'POOL': pool, 'EDGE': edge}, 'golden',
+                               'POOL': pool, 'EDGE': edge, **extra}, 'golden',
                               lambda side, name: 2 if side == 'student' else 1)
     for side, p in PD_SIDES.items():
         set_adapter(getattr(loss, f'{side}_gcn'), p['weight'], p['gamma'], p['beta'], *p['running'])
@@ -306,3 +306,37 @@ def test_pointdistiller_golden(pool, edge, train, literal):
         assert bn.running_mean.tolist() == pytest.approx(list(mean), rel=1e-5)
         assert bn.running_var.tolist() == pytest.approx(list(var), rel=1e-5)
         assert int(bn.num_batches_tracked) == int(train)
+
+
+# PointRCNN's point features: the same six nodes as points (``point_coords`` (N, 4) [b, x, y, z] in metres),
+# importance = the teacher's max activation over channels, i.e. its one feature here. By hand, NUM_NODES 3, K 2:
+# sample 0 scores 0, 1, 3, 7 -> nodes 3, 2, 1; node 3 (t 7): distances 49, 36, 16, 0 -> {3, 2}; node 2 (t 3): -> {2, 1};
+# node 1 (t 1): 1, 0, 4, 36 -> {1, 0}. Sample 1 scores 2, -1 -> nodes 4, 5: {4, 5} and {5, 4}.
+PT_GRAPH = [({3: [3, 2], 2: [2, 1], 1: [1, 0]}, [7, 3, 1]), ({4: [4, 5], 5: [5, 4]}, [2, -1])]
+PT_WEIGHTS = {3: 3 * math.exp(3.5) / (math.exp(3.5) + math.exp(1.5) + math.exp(0.5)),
+              2: 3 * math.exp(1.5) / (math.exp(3.5) + math.exp(1.5) + math.exp(0.5)),
+              1: 3 * math.exp(0.5) / (math.exp(3.5) + math.exp(1.5) + math.exp(0.5)),
+              4: 2 * math.exp(1.0) / (math.exp(1.0) + math.exp(-0.5)),
+              5: 2 * math.exp(-0.5) / (math.exp(1.0) + math.exp(-0.5))}
+PT_COORDS = [[0, 10.2, -3.1, -0.5], [0, 11.7, -2.9, -0.4], [0, 4.05, 6.6, 0.3], [0, 30.5, 1.25, -1.2],
+             [1, 8.0, 0.5, -0.7], [1, 9.9, -0.75, 0.1]]
+
+
+@pytest.mark.parametrize('train, literal', [(True, 1.9101899992), (False, 11.3460274273)])
+def test_pointdistiller_on_point_features_golden(train, literal):
+    """The PointRCNN configs' settings (point_features / point_coords, max-activation importance, max-pool over
+    the K neighbours, reweighting applied) on constructed points, against the hand-built graph and weights."""
+    loss = make_pointdistiller('max', 'concat', STUDENT_FEATURE='point_features', TEACHER_FEATURE='point_features',
+                               COORDS_KEY='point_coords', SCORE='max_activation')
+    loss.train(train)
+    batch = {'point_coords': torch.tensor(PT_COORDS, dtype=torch.float32)}
+    coords = batch['point_coords']
+    center, nbr, weights = loss.build_graph(t32(PD_T), coords[:, 0].long(), coords[:, 1:], t32(PD_T).max(dim=1).values)
+    expected = {i: sorted(v) for graph, _ in PT_GRAPH for i, v in graph.items()}
+    assert center.tolist() == [3, 2, 1, 4, 5]
+    assert {i: sorted(row) for i, row in zip(center.tolist(), nbr.tolist())} == expected
+    assert weights.tolist() == pytest.approx([PT_WEIGHTS[i] for i in center.tolist()], rel=1e-6)
+    value, tb = loss({'point_features': t32(PD_S)}, {'point_features': t32(PD_T)}, batch)
+    assert tb == {}
+    reference, _ = pd_reference('max', 'concat', train, PT_GRAPH, PT_WEIGHTS)
+    check(value, reference, literal)

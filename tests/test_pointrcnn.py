@@ -19,6 +19,7 @@ import torch
 from easydict import EasyDict
 
 from pcdet.config import cfg_from_yaml_file
+from pcdet.datasets.kitti.kitti_dataset import KittiDataset
 from pcdet.models import build_network, load_data_to_gpu
 from pcdet.models.dense_heads.point_head_box import PointHeadBox
 from pcdet.models.roi_heads.roi_head_template import RoIHeadTemplate
@@ -318,7 +319,6 @@ def tiny_cfg_file(tmp_path_factory, kitti_infos_root, tiny_config_text):
 
 
 def kitti_batch(cfg, training):
-    from pcdet.datasets.kitti.kitti_dataset import KittiDataset
     dataset = KittiDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, training=training)
     return dataset, load_data_to_gpu(dataset.collate_batch([dataset[0], dataset[1]]), device='cpu')
 
@@ -358,6 +358,25 @@ def test_train_and_eval_forward_on_two_kitti_frames(tiny_cfg_file):
         for box, label in zip(pred['pred_boxes'], pred['pred_labels']):  # labels come from the RoIs
             row = (batch['batch_box_preds'][i] == box).all(dim=1).nonzero()[0, 0]
             assert label.item() == batch['roi_labels'][i, row].item()
+
+
+@needs_ops
+def test_real_config_eval_shapes_on_one_kitti_frame(tiny_cfg_file):
+    """pointrcnn.yaml unchanged (full range, 16,384 points, 100 test RoIs of 512 pooled points), one frame."""
+    cfg_file = tiny_cfg_file.parent / 'pointrcnn_real.yaml'
+    data_root = tiny_cfg_file.parent.parent / 'kitti'
+    cfg_file.write_text(f'_BASE_CONFIG_: {PRCNN_CFG}\nDATA_CONFIG:\n  DATA_PATH: {data_root}\n')
+    cfg = cfg_from_yaml_file(str(cfg_file), EasyDict())
+    dataset = KittiDataset(cfg.DATA_CONFIG, cfg.CLASS_NAMES, training=False)
+    batch = load_data_to_gpu(dataset.collate_batch([dataset[0]]), device='cpu')
+    torch.manual_seed(0)
+    model = build_network(cfg.MODEL, num_class=3, dataset=dataset).eval()
+    with torch.no_grad():
+        pred_dicts, _ = model(batch)
+    assert batch['points'].shape == (16384, 5)
+    assert batch['point_features'].shape == (16384, 128) and batch['point_coords'].shape == (16384, 4)
+    assert batch['rois'].shape == (1, 100, 7) and batch['batch_box_preds'].shape == (1, 100, 7)
+    assert len(pred_dicts) == 1 and pred_dicts[0]['pred_boxes'].shape[1] == 7
 
 
 def _env():

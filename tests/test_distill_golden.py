@@ -340,3 +340,43 @@ def test_pointdistiller_on_point_features_golden(train, literal):
     assert tb == {}
     reference, _ = pd_reference('max', 'concat', train, PT_GRAPH, PT_WEIGHTS)
     check(value, reference, literal)
+
+
+# ----------------------------------------------------------------------- baselines on a point detector's rows
+# PointRCNN: point features (V, C) and point-head outputs (V, C_cls) / (V, 8), rows = the same sampled points.
+PT_FS, PT_FT = fixed((4, 2), phase=0.4), fixed((4, 3), phase=1.3)
+
+
+@pytest.mark.parametrize('train, literal', [(True, 2.9477757085), (False, 1.8170448960)])
+def test_fitnet_on_point_features_golden(train, literal):
+    fit = FitNetLoss({'NAME': 'FitNetLoss', 'STUDENT_FEATURE': 'point_features', 'TEACHER_FEATURE': 'point_features'},
+                     'golden', lambda side, name: 2 if side == 'student' else 3)
+    set_adapter(fit.adapter, FIT_W, FIT_GAMMA, FIT_BETA, *FIT_RUNNING)
+    fit.train(train)
+    value, tb = fit({'point_features': t32(PT_FS)}, {'point_features': t32(PT_FT)}, {})
+    reference = float(((batch_norm(PT_FS @ np.asarray(FIT_W).T, FIT_GAMMA, FIT_BETA, train, *FIT_RUNNING)
+                        - PT_FT) ** 2).mean())
+    assert tb == {}
+    check(value, reference, literal)
+
+
+PH_CLS_T, PH_CLS_S = fixed((3, 2), phase=0.2) * 2, fixed((3, 2), phase=1.7) * 2
+PH_BOX_T = fixed((3, 8), phase=0.5)
+PH_BOX_S = PH_BOX_T + np.array([[0.05, -0.8, 1.5, -0.02, 0.3, -0.1, 0.6, 0.08]] * 3) * np.array([[1], [-0.5], [2]])
+
+
+def test_logit_kd_on_a_point_head_golden():
+    """BCE soft targets over (V, C) and smooth-L1 of the (V, 8) residual difference (no angle channel:
+    HEADING_INDEX -1), each point weighted by the teacher's max class probability."""
+    names = ('module:point_head.cls_layers', 'module:point_head.box_layers')
+    kd = LogitKDLoss({'NAME': 'LogitKDLoss', 'CLS_FEATURE': names[0], 'BOX_FEATURE': names[1], 'CODE_SIZE': 8,
+                      'HEADING_INDEX': -1}, 'golden')
+    value, tb = kd(dict(zip(names, (t32(PH_CLS_S), t32(PH_BOX_S)))),
+                   dict(zip(names, (t32(PH_CLS_T), t32(PH_BOX_T)))), {})
+    p_t, q = sigmoid(PH_CLS_T), sigmoid(PH_CLS_S)
+    cls = float((-(p_t * np.log(q) + (1 - p_t) * np.log(1 - q))).mean())
+    per_point = smooth_l1(PH_BOX_S - PH_BOX_T).sum(axis=1)
+    score = p_t.max(axis=1)
+    box = float((per_point * score).sum() / score.sum())
+    check(value, cls + box, 4.2900520601)
+    assert tb['cls'] == pytest.approx(cls, rel=1e-5) and tb['box'] == pytest.approx(box, rel=1e-5)

@@ -107,6 +107,7 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
         tag = blk.get('TAG') or (blk['NAME'] if names.count(blk['NAME']) == 1 else f'{blk["NAME"]}_{i}')
         if tag in losses:
             raise KeyError(f'{where}: TAG {tag!r} used twice')
+        cls.check_applies(blk, student, where)
         loss = cls(blk, where, channels_of, context)
         losses[tag] = loss
         resolved_losses.append(dict(NAME=blk['NAME'], TAG=tag, **loss.opts))

@@ -97,7 +97,8 @@ def infer_channels(model, name, side):
 
     ``module:<path>``: the last BatchNorm / Linear / conv inside that module. Batch keys: the OpenPCDet
     attributes of the producing module (``vfe.get_output_feature_dim()``, ``map_to_bev_module.num_bev_features``,
-    ``backbone_2d.num_bev_features``, ``backbone_3d.num_point_features``). Raises ``ValueError`` asking for
+    ``backbone_2d.num_bev_features``, ``backbone_3d.num_point_features`` for ``encoded_spconv_tensor`` and
+    PointNet2MSG's ``point_features``). Raises ``ValueError`` asking for
     ``STUDENT_CHANNELS`` / ``TEACHER_CHANNELS`` when it cannot tell.
     """
     name = canonical_name(name)
@@ -110,8 +111,8 @@ def infer_channels(model, name, side):
         found = model.map_to_bev_module.num_bev_features
     elif name == 'spatial_features_2d' and getattr(model, 'backbone_2d', None) is not None:
         found = model.backbone_2d.num_bev_features
-    elif name == 'encoded_spconv_tensor' and getattr(model, 'backbone_3d', None) is not None:
-        found = model.backbone_3d.num_point_features
+    elif name in ('encoded_spconv_tensor', 'point_features') and getattr(model, 'backbone_3d', None) is not None:
+        found = model.backbone_3d.num_point_features   # VoxelBackBone8x's output / PointNet2MSG's FP output
     if found is None:
         raise ValueError(f'cannot infer the channel count of {side} feature {name!r}; set '
                          f'{side.upper()}_CHANNELS in its loss block')

@@ -68,6 +68,11 @@ class DistillLoss(nn.Module):
 
     DEFAULT_WEIGHT = 1.0
 
+    @classmethod
+    def check_applies(cls, loss_cfg, student, where):
+        """Raise ``ValueError`` naming the loss and the detector when this loss cannot work on ``student`` (called
+        before the loss is built, so the message is about the method, not a missing channel count)."""
+
     def resolve_channels(self, channels_of):
         """Fill ``STUDENT_CHANNELS`` / ``TEACHER_CHANNELS`` (None in the config: inferred from the models by
         ``channels_of(side, feature name)``) and return them as ``(c_student, c_teacher)`` ints."""

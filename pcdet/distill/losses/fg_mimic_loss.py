@@ -55,6 +55,13 @@ def bev_box_mask(boxes, batch_size, height, width, pc_range, enlarge=0.0):
 
 class FGMimicLoss(DistillLoss):
     DEFAULT_WEIGHT = 1.0
+
+    @classmethod
+    def check_applies(cls, loss_cfg, student, where):
+        if getattr(student, 'map_to_bev_module', None) is None and getattr(student, 'backbone_2d', None) is None:
+            raise ValueError(f'{where}: FGMimicLoss imitates BEV feature maps under box masks, and '
+                             f'{type(student).__name__} has no BEV map (no MAP_TO_BEV / BACKBONE_2D module); it does '
+                             'not apply to this detector (FitNetLoss or PointDistillerLoss on point_features do)')
     DEFAULTS = {
         'STUDENT_FEATURE': 'spatial_features_2d',
         'TEACHER_FEATURE': 'spatial_features_2d',

@@ -1,7 +1,10 @@
-"""FitNet feature imitation (Romero et al., ICLR 2015) on a BEV map.
+"""FitNet feature imitation (Romero et al., ICLR 2015) on a BEV map or on point features.
 
 L = mean_{b,c,h,w} (A(F_S) - F_T)^2 with A a trainable 1x1 Conv2d + BN2d (C_S -> C_T). When the maps differ in
 size the adapted student map is resized to the teacher's (bilinear, ``RESIZE: True``) or an error is raised.
+Point features (V, C) (PointRCNN's ``point_features``, rows aligned on both sides: the same sampled points) go
+through the same 1x1 adapter as a (1, C, V, 1) map, i.e. a per-point linear map + BN over the points:
+L = mean_{v,c} (A(F_S) - F_T)^2.
 """
 import torch.nn.functional as F
 
@@ -42,6 +45,12 @@ class FitNetLoss(DistillLoss):
     def forward(self, student_feats, teacher_feats, batch_dict):
         o = self.opts
         f_t = self.feature(teacher_feats, o['TEACHER_FEATURE'], 'teacher').detach()
-        f_s = match_bev(self.adapter(self.feature(student_feats, o['STUDENT_FEATURE'], 'student')), f_t,
-                        o['RESIZE'], self.where)
+        f_s = self.feature(student_feats, o['STUDENT_FEATURE'], 'student')
+        if f_s.dim() == 2 and f_t.dim() == 2:
+            if f_s.shape[0] != f_t.shape[0]:
+                raise ValueError(f'{self.where}: student and teacher point features have {f_s.shape[0]} and '
+                                 f'{f_t.shape[0]} rows; FitNet on points needs the same points on both sides')
+            adapted = self.adapter(f_s.t().unsqueeze(0).unsqueeze(-1))[0, :, :, 0].t()     # (V, C_T)
+            return F.mse_loss(adapted, f_t), {}
+        f_s = match_bev(self.adapter(f_s), f_t, o['RESIZE'], self.where)
         return F.mse_loss(f_s, f_t), {}

@@ -2,6 +2,9 @@
 
 Recorded tensors are the raw head convolutions (``module:dense_head.conv_cls`` (B, A*C, H, W) and
 ``module:dense_head.conv_box`` (B, A*7, H, W)); teacher and student share anchors, so they align one to one.
+On a point head (PointRCNN: ``module:point_head.cls_layers`` (V, C), ``module:point_head.box_layers`` (V, 8))
+the rows are the same sampled points on both sides; ``HEADING_INDEX: -1`` there, since PointResidualCoder
+encodes the heading as (cos, sin) and the plain difference applies.
 - cls: ``CLS_MODE: bce`` -> BCE(sigmoid(z_S / T), sigmoid(z_T / T)) * T^2;
   ``mse`` -> (sigmoid(z_S / T) - sigmoid(z_T / T))^2; mean over anchors and classes.
 - box: smooth-L1 (beta 1/9, OpenPCDet's) of the encoded residual difference, the heading channel as
@@ -16,7 +19,12 @@ from .base import DistillLoss, check_choice
 
 
 def anchors_last(head_map, code_size):
-    """(B, A*code, H, W) head map -> (B, H*W*A, code), the order OpenPCDet uses for anchors."""
+    """(B, A*code, H, W) head map -> (B, H*W*A, code), the order OpenPCDet uses for anchors; a point head's
+    (V, code) output (PointRCNN's ``point_head.box_layers``) -> (1, V, code)."""
+    if head_map.dim() == 2:
+        if head_map.shape[1] != code_size:
+            raise ValueError(f'point head output with {head_map.shape[1]} channels, CODE_SIZE is {code_size}')
+        return head_map.unsqueeze(0)
     b, ch, h, w = head_map.shape
     if ch % code_size:
         raise ValueError(f'head map with {ch} channels is not a multiple of {code_size}')
@@ -25,6 +33,24 @@ def anchors_last(head_map, code_size):
 
 class LogitKDLoss(DistillLoss):
     DEFAULT_WEIGHT = 1.0
+
+    @classmethod
+    def check_applies(cls, loss_cfg, student, where):
+        opts = dict(cls.DEFAULTS, **loss_cfg)
+        for key in ('CLS_FEATURE', 'BOX_FEATURE'):
+            name = opts[key]
+            if not name or not str(name).startswith('module:'):
+                continue
+            path = str(name)[len('module:'):]
+            try:
+                student.get_submodule(path)
+            except AttributeError:
+                hint = (' (a point head: CLS_FEATURE module:point_head.cls_layers, BOX_FEATURE '
+                        'module:point_head.box_layers, CODE_SIZE 8, HEADING_INDEX -1)'
+                        if getattr(student, 'point_head', None) is not None else '')
+                raise ValueError(f'{where}: LogitKDLoss reads {key} {name!r}, and {type(student).__name__} has no '
+                                 f'module {path!r}; with these settings it does not apply to this detector{hint}') \
+                    from None
     DEFAULTS = {
         'CLS_FEATURE': 'module:dense_head.conv_cls',
         'BOX_FEATURE': 'module:dense_head.conv_box',
@@ -77,11 +103,13 @@ class LogitKDLoss(DistillLoss):
             rs, rt = anchors_last(rs, code), anchors_last(rt, code)           # (B, HWA, code)
             diff = rs - rt
             hi = int(o['HEADING_INDEX'])
-            diff = torch.cat([diff[..., :hi], torch.sin(diff[..., hi:hi + 1]), diff[..., hi + 1:]], dim=-1)
+            if hi >= 0:   # an angle residual; -1: none (PointResidualCoder encodes the heading as cos, sin)
+                diff = torch.cat([diff[..., :hi], torch.sin(diff[..., hi:hi + 1]), diff[..., hi + 1:]], dim=-1)
             per_anchor = F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=1.0 / 9.0, reduction='none').sum(-1)
             if o['BOX_MASK'] == 'teacher_score':
                 b, n_anchor = per_anchor.shape
-                scores = t_prob.permute(0, 2, 3, 1).reshape(b, n_anchor, -1).amax(dim=-1)   # (B, HWA)
+                probs = t_prob.unsqueeze(0) if t_prob.dim() == 2 else t_prob.permute(0, 2, 3, 1)
+                scores = probs.reshape(b, n_anchor, -1).amax(dim=-1)                      # (B, HWA) or (1, V)
                 weight = scores / scores.sum().clamp(min=1e-6)
                 box = (per_anchor * weight).sum()
             else:

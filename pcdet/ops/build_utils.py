@@ -10,16 +10,17 @@ _CACHE = {}
 
 
 def load_cuda_ext(name):
-    """Import and return the compiled extension ``pcdet.ops.<name>.<name>_cuda``.
+    """Import and return the compiled extension ``pcdet.ops.<name>.<leaf>_cuda``, leaf = the last part of name.
 
     Args:
-        name: op package name, e.g. 'iou3d_nms', 'roiaware_pool3d', 'knn'.
+        name: op package name, e.g. 'iou3d_nms', 'roiaware_pool3d', 'knn', or the dotted name of a nested one:
+            'pointnet2.pointnet2_batch' loads ``pcdet.ops.pointnet2.pointnet2_batch.pointnet2_batch_cuda``.
     Raises:
         ImportError explaining how to build the extension when it is not available.
     """
     if name in _CACHE:
         return _CACHE[name]
-    module_name = f'pcdet.ops.{name}.{name}_cuda'
+    module_name = f'pcdet.ops.{name}.{name.rsplit(".", 1)[-1]}_cuda'
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

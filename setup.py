@@ -26,6 +26,8 @@ CUDA_EXTENSIONS = [
     ('pcdet.ops.iou3d_nms.iou3d_nms_cuda', 'pcdet/ops/iou3d_nms/src'),
     ('pcdet.ops.roiaware_pool3d.roiaware_pool3d_cuda', 'pcdet/ops/roiaware_pool3d/src'),
     ('pcdet.ops.knn.knn_cuda', 'pcdet/ops/knn/src'),
+    ('pcdet.ops.pointnet2.pointnet2_batch.pointnet2_batch_cuda', 'pcdet/ops/pointnet2/pointnet2_batch/src'),
+    ('pcdet.ops.roipoint_pool3d.roipoint_pool3d_cuda', 'pcdet/ops/roipoint_pool3d/src'),
 ]
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 OPS_DIR = Path(__file__).resolve().parent.parent / 'pcdet' / 'ops'
-CU_FILES = sorted(OPS_DIR.glob('*/src/*.cu'))
-KERNEL_SOURCES = sorted(CU_FILES + list(OPS_DIR.glob('*/src/*.h')) + list(OPS_DIR.glob('*/src/*.cuh')))
+# '**/src': an op's src folder at any depth (pcdet/ops/knn/src, pcdet/ops/pointnet2/pointnet2_batch/src)
+CU_FILES = sorted(OPS_DIR.glob('**/src/*.cu'))
+KERNEL_SOURCES = sorted(CU_FILES + list(OPS_DIR.glob('**/src/*.h')) + list(OPS_DIR.glob('**/src/*.cuh')))
 NVCC = shutil.which('nvcc')
 
 
@@ -22,7 +23,8 @@ def _rel(path):
 
 def test_kernel_files_exist():
     names = {p.parent.parent.name for p in CU_FILES}
-    assert {'knn', 'roiaware_pool3d'} <= names, f'CUDA kernel files found: {[_rel(p) for p in CU_FILES]}'
+    expected = {'knn', 'roiaware_pool3d', 'pointnet2_batch', 'roipoint_pool3d'}
+    assert expected <= names, f'CUDA kernel files found: {[_rel(p) for p in CU_FILES]}'
 
 
 @pytest.mark.parametrize('path', KERNEL_SOURCES, ids=_rel)

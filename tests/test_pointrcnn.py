@@ -58,22 +58,6 @@ TB_KEYS = {'point_loss_cls', 'point_pos_num', 'point_loss_box', 'rcnn_loss_cls',
            'rcnn_loss_corner', 'rcnn_loss'}
 
 
-def _ops_missing():
-    """Name of the first PointNet++ / RoI point pool module that cannot be imported, else None."""
-    import importlib
-    for name in ('pcdet.ops.pointnet2.pointnet2_batch.pointnet2_modules',
-                 'pcdet.ops.roipoint_pool3d.roipoint_pool3d_utils'):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            return name
-    return None
-
-
-needs_ops = pytest.mark.skipif(_ops_missing() is not None,
-                               reason=f'PointNet++ / RoI point pool ops not available yet: {_ops_missing()}')
-
-
 @pytest.fixture(scope='module')
 def prcnn_cfg():
     return cfg_from_yaml_file(str(PRCNN_CFG), EasyDict())
@@ -88,7 +72,6 @@ def lidar_points(box, local):
 
 
 # ---------------------------------------------------------------------------------------------- state_dict
-@needs_ops
 def test_state_dict_matches_openpcdet(prcnn_cfg, openpcdet_state_dicts):
     """Names, shapes and order of the real pointrcnn.yaml model equal OpenPCDet v0.6's (checkpoints load strict)."""
     from pcdet.datasets.dataset_meta import DatasetMeta
@@ -323,7 +306,6 @@ def kitti_batch(cfg, training):
     return dataset, load_data_to_gpu(dataset.collate_batch([dataset[0], dataset[1]]), device='cpu')
 
 
-@needs_ops
 def test_train_and_eval_forward_on_two_kitti_frames(tiny_cfg_file):
     torch.manual_seed(0)
     np.random.seed(0)
@@ -360,7 +342,6 @@ def test_train_and_eval_forward_on_two_kitti_frames(tiny_cfg_file):
             assert label.item() == batch['roi_labels'][i, row].item()
 
 
-@needs_ops
 def test_real_config_eval_shapes_on_one_kitti_frame(tiny_cfg_file):
     """pointrcnn.yaml unchanged (full range, 16,384 points, 100 test RoIs of 512 pooled points), one frame."""
     cfg_file = tiny_cfg_file.parent / 'pointrcnn_real.yaml'
@@ -385,7 +366,6 @@ def _env():
     return env
 
 
-@needs_ops
 def test_e2e_train_step_then_test(tiny_cfg_file, extra_tag):
     """tools/train.py: one step (2 frames, batch 2) -> checkpoint; tools/test.py evaluates it on 2 val frames."""
     out = OUTPUT_GROUP / extra_tag

@@ -11,7 +11,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
+# before torch / numba load (see tools/_init_path.py): the tests' processes and the tools they start
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
+
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

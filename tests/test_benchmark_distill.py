@@ -1,8 +1,20 @@
-"""tools/benchmark_distill.py's argument resolution: which runs it reuses and where another schedule goes."""
+"""tools/benchmark_distill.py: argument resolution (which runs it reuses, where another schedule goes), the
+statistics (t intervals, the "shown" verdict, gap closed, teacher convergence) on hand-computed results, the stage
+cache (one teacher for every seed, finished stages not rerun), pairing of plain and distilled runs, the budget."""
 import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+# Student-t quantiles t(0.975, df), from a table: df 2 -> 4.302653, df 4 -> 2.776445
+T975 = {2: 4.302653, 4: 2.776445}
 
 
 def load_tool():
@@ -17,10 +29,12 @@ def test_quick_defaults_reuse_the_quickstart_runs():
     args = tool.parse_args(['--quick', '--seeds', '0', '1'])
     from quickstart import PRESETS  # tools/ is on sys.path once the tool is loaded
     preset = PRESETS['full']
-    assert (args.teacher_epochs, args.student_epochs) == (preset['teacher_epochs'], preset['student_epochs'])
+    assert args.schedule['PointPillars'] == (preset['teacher_epochs'], preset['student_epochs'])
     assert (args.num_train, args.num_val) == (preset['num_train'], preset['num_val'])
     assert args.students == ['PointPillars 4x'] and args.data_path.endswith('kitti_synth')
     assert [tool.run_tag(args, s) for s in (0, 1)] == ['quickstart', 'quickstart_seed1']
+    # the shared teacher is the quickstart's own (seed 0)
+    assert tool.run_tag(args, args.teacher_seed, teacher=True) == 'quickstart'
 
 
 def test_quick_with_other_students_and_schedule():
@@ -30,19 +44,38 @@ def test_quick_with_other_students_and_schedule():
     # another schedule must not find (and silently reuse) the quickstart's 8-epoch checkpoints
     args = tool.parse_args(['--quick', '--teacher_epochs', '24', '--student_epochs', '16'])
     assert (args.teacher_epochs, args.student_epochs) == (24, 16) and args.num_train == 240
+    assert args.schedule['PointPillars'] == (24, 16)
     assert tool.run_tag(args, 0) == 'quick_e24-16_seed0' and tool.run_tag(args, 2) == 'quick_e24-16_seed2'
+    assert tool.run_tag(args, 0, teacher=True) == 'quick_e24_seed0'   # shared by every student schedule
 
 
 def test_full_defaults():
     tool = load_tool()
-    args = tool.parse_args([])
-    assert (args.teacher_epochs, args.student_epochs, args.num_train, args.num_val) == (20, 16, 1000, 300)
-    assert args.students == ['PointPillars 4x', 'PointPillars 16x', 'SECOND 4x']
-    assert args.data_path.endswith('kitti_synth_bench') and tool.run_tag(args, 1) == 'bench_seed1'
+    args = tool.parse_args([])   # the headline run
+    assert args.run == 'headline' and args.schedule == {'PointPillars': (16, 4), 'SECOND': (8, 3)}
+    assert (args.num_train, args.num_val) == (1000, 500) and args.seeds == [0, 1, 2, 3, 4]
+    assert args.students == ['PointPillars 4x']
+    assert args.methods == ['PointDistiller', 'PointDistiller frozen T-GCN', 'FitNet']
+    assert args.data_path.endswith('kitti_synth_bench') and tool.run_tag(args, 1) == 'bench_e16-4_seed1'
+    others = tool.parse_args(['--run', 'others'])
+    assert others.students == ['PointPillars 16x', 'SECOND 4x'] and others.seeds == [0, 1, 2]
+    assert others.data_path == args.data_path and others.out == args.out   # one data set, one report
+    assert tool.parse_args(['--run', 'all']).students == ['PointPillars 4x', 'PointPillars 16x', 'SECOND 4x']
+    longer = tool.parse_args(['--run', 'all', '--epochs_scale', '4', '--seeds', *map(str, range(10))])
+    assert longer.schedule == {'PointPillars': (64, 16), 'SECOND': (32, 12)} and len(longer.seeds) == 10
+    assert tool.run_tag(longer, 3, 'SECOND') == 'bench_e32-12_seed3'
+    # other data or another teacher: other folders (never a checkpoint of the default runs)
+    more = tool.parse_args(['--num_train', '2000'])
+    assert tool.run_tag(more, 1) == 'bench_n2000_e16-4_seed1' and more.data_path.endswith('kitti_synth_bench_2000_500')
+    assert tool.run_tag(tool.parse_args(['--teacher_seed', '1']), 0) == 'bench_e16-4_t1_seed0'
 
 
 def run(map_3d, map_bev):
     return dict(map_3d=map_3d, map_bev=map_bev)
+
+
+def cells_of(lines):
+    return [[c.strip() for c in line.strip('|').split('|')] for line in lines if line.startswith('| PointPillars')]
 
 
 def test_paired_gains_pairs_by_seed():
@@ -54,22 +87,292 @@ def test_paired_gains_pairs_by_seed():
         results[key('PointPillars 4x', 'plain', seed)] = run(p, 2 * p)
         results[key('PointPillars 4x', 'PointDistiller', seed)] = run(d, 2 * d)
     results[key('PointPillars 4x', 'FitNet', 7)] = run(9.0, 9.0)        # no plain run with seed 7: not paired, no row
-    lines = tool.paired_gains(results)
-    rows = [line for line in lines if line.startswith('| PointPillars')]
+    rows = cells_of(tool.paired_gains(results))
     assert len(rows) == 1
-    cells = [c.strip() for c in rows[0].strip('|').split('|')]
-    # gains 3, 1, -1: mean +1.00, std 2.00, 2 better of 3; plain std 1.00; gap (6 + 6 + 3) / 3 = 5 -> 20%
-    assert cells[:7] == ['PointPillars 4x', 'PointDistiller', '3', '+1.00 +- 2.00', '2/3', '2.00', '20%']
-    assert cells[7:] == ['+2.00 +- 4.00', '20%']
+    cells = rows[0]
+    # gains 3, 1, -1: mean +1.00, std 2.00, 2 better of 3; 95% CI 1 -+ 4.302653 * 2 / sqrt(3) = 1 -+ 4.968;
+    # gap (10 - 5) = 5 -> 20%
+    assert cells[:8] == ['PointPillars 4x', 'PointDistiller', '3', '2/3', '+1.00 +- 2.00', '[-3.97, +5.97]', 'no',
+                         '20%']
+    # BEV: gains 6, 2, -2: mean 2, std 4; CI 2 -+ 9.937; gap 20 - 10 = 10 -> 20%
+    assert cells[8:] == ['+2.00 +- 4.00', '[-7.94, +11.94]', 'no', '20%']
+    # the plain student's seed std (twice it was the earlier criterion): plain 4, 6, 5 -> std 1.00
+    plain = tool.aggregate({k: dict(v, params=1, gflops=1, latency_s=0, ap={}) for k, v in results.items()})
+    assert 2 * plain[('PointPillars 4x', 'plain')]['map_3d'][1] == pytest.approx(2.00)
+
+
+def test_t_interval_hand_computed():
+    tool = load_tool()
+    # 3 seeds (df 2): 3, 1, -1 -> mean 1, std 2, half width 4.302653 * 2 / sqrt(3) = 4.968275
+    mean, std, lo, hi = tool.t_interval([3.0, 1.0, -1.0])
+    assert (mean, std) == pytest.approx((1.0, 2.0))
+    assert (lo, hi) == pytest.approx((1 - 4.968275, 1 + 4.968275), abs=1e-5)
+    assert T975[2] * 2 / math.sqrt(3) == pytest.approx(4.968275, abs=1e-6)
+    # 5 seeds (df 4): 1..5 -> mean 3, std sqrt(2.5) = 1.581139, half 2.776445 * 1.581139 / sqrt(5) = 1.963243
+    mean, std, lo, hi = tool.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (mean, std) == pytest.approx((3.0, 1.581139), abs=1e-6)
+    assert (lo, hi) == pytest.approx((1.036757, 4.963243), abs=1e-5)
+    # one seed: no spread, no interval
+    mean, std, lo, hi = tool.t_interval([2.5])
+    assert mean == 2.5 and all(math.isnan(v) for v in (std, lo, hi))
+
+
+def test_shown_verdict_and_gap_closed_with_one_shared_teacher():
+    tool = load_tool()
+    key = tool.RunKey
+    assert [tool.shown(0.1, 2.0), tool.shown(-0.1, 2.0), tool.shown(-3.0, -0.5)] == ['yes', 'no', 'loss']
+    # one teacher (seed 0, 3D 10.0) shared by five seeds; its curve points do not count as the teacher
+    results = {key('PointPillars teacher', 'teacher', 0): run(10.0, 20.0),
+               key('PointPillars teacher', 'teacher', 0, 4): run(2.0, 3.0)}
+    plain = [4.0, 3.0, 5.0, 4.0, 4.0]                    # mean 4 -> gap 10 - 4 = 6 (3D), 20 - 8 = 12 (BEV)
+    for seed, (p, g) in enumerate(zip(plain, [1.0, 2.0, 3.0, 4.0, 5.0])):
+        results[key('PointPillars 4x', 'plain', seed)] = run(p, 2 * p)
+        results[key('PointPillars 4x', 'FitNet', seed)] = run(p + g, 2 * p - g)   # BEV gains -1..-5
+        results[key('PointPillars 4x', 'PointDistiller', seed)] = run(p + (g - 3.0), 2 * p)  # gains -2..+2
+    rows = {r['method']: r for r in tool.paired_stats(results)}
+    fit = rows['FitNet']['map_3d']
+    # gains 1..5: mean 3 -> CI [1.04, 4.96] excludes zero: shown; 3 / 6 = 50% of the gap closed
+    assert fit['shown'] == 'yes' and fit['better'] == 5 and fit['closed'] == pytest.approx(0.5)
+    assert (fit['lo'], fit['hi']) == pytest.approx((1.036757, 4.963243), abs=1e-5)
+    fit_bev = rows['FitNet']['map_bev']
+    assert fit_bev['shown'] == 'loss' and fit_bev['closed'] == pytest.approx(-3 / 12)
+    pd = rows['PointDistiller']['map_3d']
+    assert pd['mean'] == pytest.approx(0.0) and pd['shown'] == 'no' and pd['better'] == 2
+    table = {c[1]: c for c in cells_of(tool.paired_gains(results))}
+    assert table['FitNet'][4:8] == ['+3.00 +- 1.58', '[+1.04, +4.96]', 'yes', '50%']
+    assert table['FitNet'][8:] == ['-3.00 +- 1.58', '[-4.96, -1.04]', 'loss', '-25%']
+
+
+def test_convergence_verdict_on_a_constructed_curve():
+    tool = load_tool()
+    # 16 epochs, checkpoints every 4: the last quarter is epoch 12 -> 16
+    rising = [(4, 10.0, 20.0), (8, 20.0, 30.0), (12, 25.0, 34.0), (16, 27.5, 34.5)]
+    v = tool.convergence(rising)
+    assert (v['ref_epoch'], v['end_epoch']) == (12, 16) and v['converged'] is False
+    assert (v['gain_3d'], v['gain_bev']) == pytest.approx((2.5, 0.5))
+    flat = rising[:3] + [(16, 25.9, 33.0)]               # +0.9 3D, -1.0 BEV: both below one point
+    assert tool.convergence(flat)['converged'] is True
+    # 10 epochs saved every 2: the latest point at or before 7.5 is epoch 6 (a conservative last "quarter")
+    assert tool.convergence([(2, 1, 1), (4, 2, 2), (6, 3, 3), (8, 3.5, 3.5), (10, 3.6, 3.6)])['ref_epoch'] == 6
+    assert tool.convergence([(8, 7.0, 15.0)])['converged'] is None     # only the final checkpoint
+    assert [tool.curve_interval(e) for e in (16, 8, 10, 2, 1, 7)] == [4, 2, 2, 1, 1, 1]
+    # the curve is read back from the results: intermediate epochs plus the final evaluation's
+    key = tool.RunKey
+    results = {key('PointPillars teacher', 'teacher', 0, e): run(a, b) for e, a, b in rising[:3]}
+    results[key('PointPillars teacher', 'teacher', 0)] = dict(run(27.5, 34.5), epochs=16)
+    assert tool.teacher_curves(results) == {('PointPillars teacher', 0): rising}
 
 
 def test_results_file_round_trip_and_old_layout(tmp_path):
     tool = load_tool()
     results = {tool.RunKey('PointPillars 4x', 'plain', 2): run(4.0, 8.0),
-               tool.RunKey('PointPillars teacher', 'teacher', 0): run(10.0, 20.0)}
+               tool.RunKey('PointPillars teacher', 'teacher', 0): run(10.0, 20.0),
+               tool.RunKey('PointPillars teacher', 'teacher', 0, 4): run(3.0, 5.0)}
     path = tmp_path / 'benchmark_results.json'
     tool.save_results(results, path)
     assert tool.load_results(path) == results
     path.write_text('{"PointPillars 4x|plain|2": {"map_3d": 4.0, "map_bev": 8.0}}')   # written before RunKey
     assert tool.load_results(path) == {tool.RunKey('PointPillars 4x', 'plain', 2): run(4.0, 8.0)}
     assert tool.load_results(tmp_path / 'missing.json') == {}
+
+
+def headline_plan(tool, tmp_path, results=None, argv=()):
+    args = tool.parse_args(['--run', 'headline', '--out', str(tmp_path / 'out'), *argv])
+    return args, tool.plan(args, {} if results is None else results, tmp_path / 'out', runs_root=tmp_path / 'runs')
+
+
+def test_plan_trains_one_teacher_for_every_seed(tmp_path):
+    tool = load_tool()
+    args, stages = headline_plan(tool, tmp_path)
+    trains = [s for s in stages if s.kind == 'train']
+    teachers = [s for s in trains if s.info['method'] == 'teacher']
+    assert len(teachers) == 1 and len(trains) == 1 + 5 * 4            # 4 methods (plain included) x 5 seeds
+    teacher = teachers[0]
+    assert teacher.cmd[teacher.cmd.index('--ckpt_save_interval') + 1] == '4'   # the curve: epochs 4, 8, 12, 16
+    curve = [s for s in stages if s.kind == 'eval' and s.info['method'] == 'teacher']
+    assert len(curve) == 4 and all(s.deps == (teacher.name,) for s in curve)
+    distilled = [s for s in trains if s.info['method'] not in ('plain', 'teacher')]
+    assert len(distilled) == 15 and {s.info['seed'] for s in distilled} == set(range(5))
+    for s in distilled:   # every seed and method is distilled from the one teacher checkpoint
+        assert s.deps == (teacher.name,) and s.cmd[s.cmd.index('--teacher_ckpt') + 1] == str(teacher.info['final'])
+    assert all('--teacher_ckpt' not in s.cmd for s in trains if s.info['method'] in ('plain', 'teacher'))
+
+
+def test_plain_and_distilled_runs_of_a_seed_share_seed_and_initial_weights(tmp_path):
+    tool = load_tool()
+    _, stages = headline_plan(tool, tmp_path)
+    trains = [s for s in stages if s.kind == 'train' and s.info['method'] != 'teacher']
+
+    def flag(s, name):
+        return s.cmd[s.cmd.index(name) + 1]
+    for seed in range(5):
+        runs = [s for s in trains if s.info['seed'] == seed]
+        assert len(runs) == 4 and {flag(s, '--seed') for s in runs} == {str(seed)}
+        assert {flag(s, '--pretrained_model') for s in runs} == {str(tmp_path / 'out' / 'init' /
+                                                                     f'pointpillar_4x_seed{seed}.pth')}
+        assert len({flag(s, '--extra_tag') for s in runs}) == 1 and '--fix_random_seed' in runs[0].cmd
+
+
+def test_finished_teacher_is_reused_by_new_seeds_not_retrained(tmp_path):
+    tool = load_tool()
+    args, stages = headline_plan(tool, tmp_path)
+    teacher = next(s for s in stages if s.info.get('method') == 'teacher' and s.kind == 'train')
+    # a finished teacher: its checkpoints (as files) and its curve evaluations recorded
+    teacher.info['final'].parent.mkdir(parents=True)
+    for epoch in (4, 8, 12, 16):
+        (teacher.info['final'].parent / f'checkpoint_epoch_{epoch}.pth').write_bytes(b'')
+    key = tool.RunKey
+    results = {key('PointPillars teacher', 'teacher', 0, e): run(1.0, 1.0) for e in (4, 8, 12)}
+    results[key('PointPillars teacher', 'teacher', 0)] = dict(run(2.0, 2.0), epochs=16)
+    args, stages = headline_plan(tool, tmp_path, results)
+    todo = tool.pending(stages)
+    assert teacher.name not in todo and not [s for s in stages if s.name in todo and s.info['method'] == 'teacher']
+    assert len([s for s in stages if s.name in todo and s.kind == 'train']) == 20   # the students only
+    # every student seed finished too: nothing is pending and execute() starts no process
+    for s in stages:
+        if s.kind == 'train':
+            s.info['final'].parent.mkdir(parents=True, exist_ok=True)
+            s.info['final'].write_bytes(b'')
+        else:
+            results[key(s.info['model'], s.info['method'], s.info['seed'])] = run(1.0, 1.0)
+    args, stages = headline_plan(tool, tmp_path, results)
+    assert tool.pending(stages) == set()
+    assert tool.execute(stages, args, tmp_path / 'out') == [] and not (tmp_path / 'out' / 'logs').exists()
+    # a training whose evaluation is recorded is not rerun even when its checkpoint is gone
+    next(s for s in stages if s.info['method'] == 'FitNet').info['final'].unlink()
+    assert tool.pending(headline_plan(tool, tmp_path, results)[1]) == set()
+
+
+def test_a_run_distilled_from_another_teacher_is_refused(tmp_path):
+    tool = load_tool()
+    args, stages = headline_plan(tool, tmp_path)
+    pd = next(s for s in stages if s.info.get('method') == 'PointDistiller' and s.info['seed'] == 1)
+    pd.info['final'].parent.mkdir(parents=True)
+    pd.info['final'].write_bytes(b'')
+    log = pd.info['final'].parent.parent / 'train_20240101-000000.log'
+    log.write_text(f'2024-01-01 00:00:00,000   INFO  teacher_ckpt     {pd.info["teacher"]}\n')
+    headline_plan(tool, tmp_path)                                      # the protocol's teacher: fine
+    log.write_text('2024-01-01 00:00:00,000   INFO  teacher_ckpt     /elsewhere/seed1_teacher.pth\n')
+    with pytest.raises(SystemExit, match='distilled from'):
+        headline_plan(tool, tmp_path)
+
+
+def test_an_out_folder_of_another_schedule_is_refused(tmp_path):
+    tool = load_tool()
+    args = tool.parse_args(['--out', str(tmp_path)])
+    protocol = tool.load_protocol(args, tmp_path)
+    tool.write_json(protocol, tmp_path / 'benchmark_protocol.json')
+    others = tool.parse_args(['--run', 'others', '--out', str(tmp_path)])   # same data and PointPillars schedule
+    assert tool.load_protocol(others, tmp_path)['config']['schedule'] == {'PointPillars': [16, 4], 'SECOND': [8, 3]}
+    with pytest.raises(SystemExit, match='PointPillars schedule'):
+        tool.load_protocol(tool.parse_args(['--out', str(tmp_path), '--student_epochs', '8']), tmp_path)
+
+
+def test_both_cpu_runs_fit_the_budget(tmp_path):
+    """Deliverable 3: the headline run and the other rows each fit in about 150 minutes on the 2 cores (the
+    prediction from the per-step costs measured in docs/RESULTS_PROTOCOL.md, 2 one-thread slots)."""
+    tool = load_tool()
+    args, stages = headline_plan(tool, tmp_path)
+    headline = tool.predict_seconds(stages, args) / 60
+    teacher = next(s for s in stages if s.info['method'] == 'teacher' and s.kind == 'train')
+    teacher.info['final'].parent.mkdir(parents=True)
+    teacher.info['final'].write_bytes(b'')           # the others run reuses the headline's teacher
+    key = tool.RunKey
+    results = {key('PointPillars teacher', 'teacher', 0, e): {} for e in (4, 8, 12, None)}
+    others = tool.parse_args(['--run', 'others', '--out', str(tmp_path / 'out')])
+    others.jobs = 2
+    rest = tool.predict_seconds(tool.plan(others, results, tmp_path / 'out', runs_root=tmp_path / 'runs'), others) / 60
+    assert 100 < headline <= 150 and 100 < rest <= 150, (headline, rest)
+
+
+# ---- pairing, checked on the real builders (tools/train.py's build_model and restore_or_start) ----------------------
+def build_like_train_py(tool, cfg_file, data_root, seed, init, tmp_path):
+    """The student of ``cfg_file`` as tools/train.py builds it with ``--fix_random_seed --seed seed
+    --pretrained_model init`` (a random teacher for distillation configs); returns (student state, first-epoch
+    sample order)."""
+    import argparse
+
+    import train
+    from pcdet.datasets import build_dataloader
+    from pcdet.utils import common_utils
+    from report_utils import load_cfg
+    from train_utils.optimization import build_optimizer
+    cfg = load_cfg(cfg_file, data_root)
+    cfg.RANK = 0
+    if 'TEACHER' in cfg:
+        cfg.TEACHER.ALLOW_RANDOM_INIT = True
+    common_utils.set_random_seed(seed)
+    train_set, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=tool.BATCH, dist=False,
+                                            workers=0, training=True, seed=seed)
+    args = argparse.Namespace(teacher_ckpt=None, cfg_file=str(cfg_file), unsafe_load=False, pretrained_model=init,
+                              ckpt=None, fresh_start=False)
+    model = train.build_model(args, cfg, train_set, common_utils.create_logger())
+    optimizer = build_optimizer(model, cfg.OPTIMIZATION)
+    ckpt_dir = Path(tempfile.mkdtemp(dir=tmp_path))   # empty: nothing to resume
+    train.restore_or_start(args, cfg, model, optimizer, ckpt_dir, common_utils.create_logger(), tool.BATCH,
+                           len(loader), False)
+    student = model.student if hasattr(model, 'student') else model
+    return {k: v.clone() for k, v in student.state_dict().items()}, list(iter(loader.sampler))
+
+
+@pytest.mark.slow
+def test_plain_and_distilled_start_from_identical_weights(tmp_path, kitti_infos_root):
+    import torch
+    tool = load_tool()
+    plain_cfg, methods = tool.STUDENTS['PointPillars 4x'][1:]
+    init = tmp_path / 'init.pth'
+    tool.save_initial_weights(plain_cfg, init, 3, kitti_infos_root)
+    plain, _ = build_like_train_py(tool, plain_cfg, kitti_infos_root, 3, str(init), tmp_path)
+    natural, _ = build_like_train_py(tool, plain_cfg, kitti_infos_root, 3, None, tmp_path)
+    assert all(torch.equal(plain[k], natural[k]) for k in plain)   # the saved init is train.py's own
+    for method in tool.PROTOCOL_METHODS:
+        student, _ = build_like_train_py(tool, methods[method], kitti_infos_root, 3, str(init), tmp_path)
+        assert student.keys() == plain.keys() and all(torch.equal(student[k], plain[k]) for k in plain), method
+    other_seed, _ = build_like_train_py(tool, plain_cfg, kitti_infos_root, 4, None, tmp_path)
+    assert not all(torch.equal(other_seed[k], plain[k]) for k in plain)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason='pcdet.datasets.build_dataloader shuffles with the global torch RNG, which '
+                   'the teacher and adapters built after the student advance: a distilled run sees another sample '
+                   'order than the plain run of its seed (fix: DataLoader(generator=torch.Generator().manual_seed('
+                   'seed)) when a seed is given)')
+def test_plain_and_distilled_runs_of_a_seed_see_the_same_sample_order(tmp_path, kitti_infos_root):
+    tool = load_tool()
+    plain_cfg, methods = tool.STUDENTS['PointPillars 4x'][1:]
+    _, plain_order = build_like_train_py(tool, plain_cfg, kitti_infos_root, 3, None, tmp_path)
+    _, pd_order = build_like_train_py(tool, methods['PointDistiller'], kitti_infos_root, 3, None, tmp_path)
+    assert pd_order == plain_order
+
+
+# ---- end to end, tiny ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_smoke_run_end_to_end_and_resume(tmp_path):
+    """The smoke preset (8 + 4 frames, teacher 2 epochs, one student epoch, seed 0, PointDistiller only): every
+    table and figure is written; a rerun trains and evaluates nothing."""
+    prefix = f'pytest_bench_{os.getpid()}'
+    cmd = [sys.executable, str(ROOT / 'tools' / 'benchmark_distill.py'), '--run', 'smoke', '--methods',
+           'PointDistiller', '--data_path', str(tmp_path / 'data'), '--out', str(tmp_path / 'out'),
+           '--tag_prefix', prefix]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    try:
+        ret = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=800)
+        assert ret.returncode == 0, ret.stdout[-3000:] + ret.stderr[-3000:]
+        out = tmp_path / 'out'
+        report = (out / 'BENCHMARK.md').read_text()
+        for text in ('## Protocol', 'Validation instances', '## Teachers', '| PointPillars teacher | 0 | 1: ',
+                     '| PointPillars 4x | plain | 1 |', '## Paired by seed',
+                     '| PointPillars 4x | PointDistiller | 1 | '):
+            assert text in report, text
+        for png in ('map_vs_params.png', 'teacher_curve.png', 'paired_gains.png', 'bev_examples.png'):
+            assert (out / png).stat().st_size > 0
+        tool = load_tool()
+        keys = set(tool.load_results(out / 'benchmark_results.json'))
+        assert tool.RunKey('PointPillars teacher', 'teacher', 0, 1) in keys and len(keys) == 4
+        ret = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert ret.returncode == 0 and '0 of 7 stages to run' in ret.stdout, ret.stdout[-2000:]
+    finally:
+        for cfg in ('pointpillar', 'pointpillar_4x', 'pointpillar_4x_pointdistiller'):
+            for d in (ROOT / 'output' / 'kitti_synth_models' / cfg).glob(f'{prefix}_*'):
+                shutil.rmtree(d, ignore_errors=True)

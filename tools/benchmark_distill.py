@@ -1,173 +1,507 @@
-"""The distillation benchmark on the synthetic set, in the paper's table layout (Tables 1-3 of PointDistiller).
+"""The distillation benchmark of issue 17: does distillation help, by how much, with what confidence.
+Protocol, schedules and measured costs: docs/RESULTS_PROTOCOL.md.
 
-Stages, each resumable (a finished training or evaluation is reused when rerun):
-  teachers (PointPillars, SECOND) -> students (4x/16x PointPillars, 4x SECOND) x methods (plain, PointDistiller,
-  FitNet, logit KD, FG mimic; the baselines on 4x PointPillars) x seeds -> evaluation -> results.
+- One teacher per detector family, trained once (``--teacher_seed``) and evaluated at every quarter of its schedule
+  (the convergence curve: converged = less than 1 mAP point gained over the last quarter), shared by every student
+  and seed.
+- Per student row: the plain student and each method (PointDistiller, PointDistiller with ``TEACHER_GCN: frozen``,
+  FitNet) over seeds; plain and distilled runs of a seed share ``--seed`` and their initial weights (a saved
+  per-seed initial checkpoint, ``--pretrained_model``).
+- Per method: mean and std over seeds, the gain over the plain student paired by seed with a 95% t interval over
+  seeds (a gain is "shown" where the interval excludes zero), and the share of the teacher-student gap closed.
 
-Writes ``<out>/benchmark_results.json`` (every run's AP dict), ``<out>/BENCHMARK.md`` (mean +- std over seeds per
-cell), ``<out>/map_vs_params.png`` and ``<out>/bev_examples.png``.
+Stages (trainings with tools/train.py, evaluations with report_utils.evaluate_checkpoint) run as subprocesses,
+``--jobs`` at a time with ``--threads`` threads each; a finished training (its final checkpoint) or evaluation (its
+entry in benchmark_results.json) is reused, so an interrupted run continues where it stopped.
 
-    python tools/benchmark_distill.py --seeds 0 1 2 --out output/benchmark
-    python tools/benchmark_distill.py --quick --seeds 0  # the quickstart's runs + the baselines, 4x PointPillars
-    python tools/benchmark_distill.py --quick --seeds 1 2 --methods PointDistiller   # more seeds, same schedule
-    python tools/benchmark_distill.py --quick --students "PointPillars 16x" --seeds 0 1 2   # the other students
-    python tools/benchmark_distill.py --quick --teacher_epochs 24 --student_epochs 16 --out output/benchmark_e24
+    python tools/benchmark_distill.py --run headline   # PointPillars teacher + 4x students, 4 methods x 5 seeds
+    python tools/benchmark_distill.py --run others     # 16x PointPillars and SECOND 4x, 4 methods x 3 seeds
+    python tools/benchmark_distill.py --run headline --dry_run       # the plan and its predicted wall time
+    python tools/benchmark_distill.py --run all --device cuda --seeds 0 1 2 3 4 5 6 7 8 9 --epochs_scale 4 \\
+        --jobs 4 --out output/benchmark_gpu                          # a larger version on a GPU
+    python tools/benchmark_distill.py --quick --seeds 0 1 2          # the quickstart's data and schedule
+
+Writes to ``--out``: ``benchmark_results.json`` (a list of {model, method, seed, [epoch,] result}),
+``BENCHMARK.md``, ``benchmark_protocol.json`` (data, schedules, validation instance counts, wall times),
+``stage_times.json``, the figures ``map_vs_params.png``, ``teacher_curve.png``, ``paired_gains.png``,
+``bev_examples.png``, and ``logs/`` (one per stage), ``init/`` (initial weights), ``evals/``.
 """
 import argparse
 import json
+import math
+import os
+import re
+import signal
+import subprocess
 import sys
 import time
-from collections import namedtuple
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = ROOT / 'tools' / 'cfgs' / 'kitti_synth_models'
+BENCH_CFG_DIR = ROOT / 'benchmarks' / 'cfgs'
+RUNS_ROOT = ROOT / 'output'  # where tools/train.py writes <EXP_GROUP_PATH>/<cfg stem>/<extra_tag>/
 sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
 
-TEACHERS = {'PointPillars': 'pointpillar.yaml', 'SECOND': 'second.yaml'}
-# student label -> (teacher, plain cfg, {method: distillation cfg})
+TEACHERS = {'PointPillars': CFG_DIR / 'pointpillar.yaml', 'SECOND': CFG_DIR / 'second_coarse.yaml'}
+# student label -> (teacher family, plain cfg, {method: distillation cfg})
 STUDENTS = {
-    'PointPillars 4x': ('PointPillars', 'pointpillar_4x.yaml', {
-        'PointDistiller': 'pointpillar_4x_pointdistiller.yaml',
-        'FitNet': 'pointpillar_4x_fitnet.yaml',
-        'logit KD': 'pointpillar_4x_logit_kd.yaml',
-        'FG mimic': 'pointpillar_4x_fg_mimic.yaml'}),
-    'PointPillars 16x': ('PointPillars', 'pointpillar_16x.yaml', {
-        'PointDistiller': 'pointpillar_16x_pointdistiller.yaml'}),
-    'SECOND 4x': ('SECOND', 'second_4x.yaml', {'PointDistiller': 'second_4x_pointdistiller.yaml'}),
+    'PointPillars 4x': ('PointPillars', CFG_DIR / 'pointpillar_4x.yaml', {
+        'PointDistiller': CFG_DIR / 'pointpillar_4x_pointdistiller.yaml',
+        'PointDistiller frozen T-GCN': BENCH_CFG_DIR / 'pointpillar_4x_pointdistiller_frozen_tgcn.yaml',
+        'FitNet': CFG_DIR / 'pointpillar_4x_fitnet.yaml',
+        'logit KD': CFG_DIR / 'pointpillar_4x_logit_kd.yaml',
+        'FG mimic': CFG_DIR / 'pointpillar_4x_fg_mimic.yaml'}),
+    'PointPillars 16x': ('PointPillars', CFG_DIR / 'pointpillar_16x.yaml', {
+        'PointDistiller': CFG_DIR / 'pointpillar_16x_pointdistiller.yaml',
+        'PointDistiller frozen T-GCN': BENCH_CFG_DIR / 'pointpillar_16x_pointdistiller_frozen_tgcn.yaml',
+        'FitNet': CFG_DIR / 'pointpillar_16x_fitnet.yaml'}),
+    'SECOND 4x': ('SECOND', CFG_DIR / 'second_coarse_4x.yaml', {
+        'PointDistiller': CFG_DIR / 'second_coarse_4x_pointdistiller.yaml',
+        'PointDistiller frozen T-GCN': BENCH_CFG_DIR / 'second_coarse_4x_pointdistiller_frozen_tgcn.yaml',
+        'FitNet': CFG_DIR / 'second_coarse_4x_fitnet.yaml'}),
 }
-METHOD_ORDER = ['plain', 'PointDistiller', 'FitNet', 'logit KD', 'FG mimic']
-# one evaluated training: model label ('PointPillars 4x', 'PointPillars teacher'), method ('plain', ...), seed
-RunKey = namedtuple('RunKey', ['model', 'method', 'seed'])
+METHOD_ORDER = ['plain', 'PointDistiller', 'PointDistiller frozen T-GCN', 'FitNet', 'logit KD', 'FG mimic']
+PROTOCOL_METHODS = METHOD_ORDER[1:4]
+BATCH = 4
+CONVERGED_GAIN = 1.0  # mAP points over the last quarter of the teacher's schedule
 
 
+class RunKey(NamedTuple):
+    """One evaluated checkpoint: model label ('PointPillars 4x', 'PointPillars teacher'), method ('plain',
+    'teacher', ...), seed; epoch None = the run's final checkpoint, else an intermediate one (the teacher's curve)."""
+    model: str
+    method: str
+    seed: int
+    epoch: Optional[int] = None
+
+
+# CPU seconds per training step (batch 4, one thread, data loading in the process) measured with a few steps on
+# this project's shared 2-core machine (docs/RESULTS_PROTOCOL.md); they only feed the --dry_run prediction.
+STEP_S = {'pointpillar': 0.64, 'pointpillar_4x': 0.33, 'pointpillar_4x_pointdistiller': 0.53,
+          'pointpillar_4x_pointdistiller_frozen_tgcn': 0.52, 'pointpillar_4x_fitnet': 0.45,
+          'pointpillar_4x_logit_kd': 0.47, 'pointpillar_4x_fg_mimic': 0.51,
+          'pointpillar_16x': 0.24, 'pointpillar_16x_pointdistiller': 0.44,
+          'pointpillar_16x_pointdistiller_frozen_tgcn': 0.44, 'pointpillar_16x_fitnet': 0.36,
+          'second_coarse': 0.96, 'second_coarse_4x': 0.45, 'second_coarse_4x_pointdistiller': 0.88,
+          'second_coarse_4x_pointdistiller_frozen_tgcn': 0.86, 'second_coarse_4x_fitnet': 0.80}
+# CPU seconds per validation frame of an evaluation (data, network, NMS, metric; estimates from untrained models)
+EVAL_FRAME_S = {'PointPillars teacher': 0.12, 'PointPillars 4x': 0.07, 'PointPillars 16x': 0.05,
+                'SECOND teacher': 0.2, 'SECOND 4x': 0.12}
+STAGE_START_S = 15.0  # interpreter, torch, dataset and model set-up of one subprocess
+
+
+class Preset(NamedTuple):
+    """One ``--run``: student rows, seeds, data, tag prefix and epochs per detector family (teacher, student)."""
+    students: tuple
+    seeds: tuple
+    num_train: int
+    num_val: int
+    data_path: str
+    tag_prefix: str
+    schedule: dict
+
+
+BENCH_DATA = dict(num_train=1000, num_val=500, data_path='data/kitti_synth_bench', tag_prefix='bench',
+                  schedule={'PointPillars': (16, 4), 'SECOND': (8, 3)})
+RUNS = {
+    'headline': Preset(('PointPillars 4x',), (0, 1, 2, 3, 4), **BENCH_DATA),
+    'others': Preset(('PointPillars 16x', 'SECOND 4x'), (0, 1, 2), **BENCH_DATA),
+    'all': Preset(tuple(STUDENTS), (0, 1, 2, 3, 4), **BENCH_DATA),
+    'smoke': Preset(('PointPillars 4x',), (0,), 8, 4, 'data/kitti_synth_smoke', 'smoke',
+                    {'PointPillars': (2, 1), 'SECOND': (2, 1)}),
+}
+
+
+def quick_preset():
+    """The quickstart's data and schedule (its teacher and seed-0 students are reused)."""
+    from quickstart import PRESETS
+    q = PRESETS['full']
+    return Preset(('PointPillars 4x',), (0,), q['num_train'], q['num_val'], 'data/kitti_synth', 'quick',
+                  {f: (q['teacher_epochs'], q['student_epochs']) for f in TEACHERS})
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--run', choices=[*RUNS, 'quick'], default='headline',
+                   help='headline: PointPillars 4x (5 seeds); others: 16x PointPillars and SECOND 4x (3 seeds); '
+                        'all: every row (5 seeds); quick: the quickstart data and schedule; smoke: a few frames')
+    p.add_argument('--quick', action='store_true', help='same as --run quick')
+    p.add_argument('--seeds', type=int, nargs='+', default=None, help="default: the run's")
+    p.add_argument('--students', nargs='+', default=None, choices=list(STUDENTS), help="default: the run's")
+    p.add_argument('--methods', nargs='+', default=PROTOCOL_METHODS, choices=METHOD_ORDER[1:],
+                   help='distillation methods (the plain student and the teachers always run)')
+    p.add_argument('--teacher_epochs', type=int, default=None, help="every teacher's epochs (default: the run's)")
+    p.add_argument('--student_epochs', type=int, default=None, help="every student's epochs (default: the run's)")
+    p.add_argument('--epochs_scale', type=float, default=1.0, help="multiplies the run's epochs (longer schedules)")
+    p.add_argument('--num_train', type=int, default=None)
+    p.add_argument('--num_val', type=int, default=None)
+    p.add_argument('--data_path', default=None, help="the synthetic set (default: the run's; generated when missing)")
+    p.add_argument('--teacher_seed', type=int, default=0)
+    p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='training device')
+    p.add_argument('--jobs', type=int, default=2, help='stages run at once')
+    p.add_argument('--threads', type=int, default=None, help='threads per stage (default 1 on CPU, 4 with CUDA)')
+    p.add_argument('--workers', type=int, default=None, help='dataloader workers per stage (default 0 CPU, 4 CUDA)')
+    p.add_argument('--tag_prefix', default=None, help="output folder tags start with it (default: the run's)")
+    p.add_argument('--out', default=None, help='results, tables and figures (default output/benchmark for the '
+                                               "bench data, else output/benchmark_<tag prefix>)")
+    p.add_argument('--dry_run', action='store_true', help='print the pending stages and the predicted time, stop')
+    p.add_argument('--eval_one', nargs=3, metavar=('CFG', 'CKPT', 'JSON'), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.run = 'quick'
+    preset = quick_preset() if args.run == 'quick' else RUNS[args.run]
+    for key in ('students', 'seeds', 'num_train', 'num_val'):
+        if getattr(args, key) is None:
+            setattr(args, key, list(getattr(preset, key)) if key in ('students', 'seeds') else getattr(preset, key))
+    other_data = args.num_train != preset.num_train
+    sizes = (args.num_train, args.num_val) != (preset.num_train, preset.num_val)
+    args.data_path = args.data_path or preset.data_path + (f'_{args.num_train}_{args.num_val}' if sizes else '')
+    args.tag_prefix = args.tag_prefix or preset.tag_prefix + (f'_n{args.num_train}' if other_data else '')
+    args.data_path = str((ROOT / args.data_path).resolve()) if not Path(args.data_path).is_absolute() \
+        else args.data_path
+    args.out = args.out or str(ROOT / 'output' / ('benchmark' if args.tag_prefix == 'bench' else
+                                                  f'benchmark_{args.tag_prefix}'))
+    args.explicit_schedule = (args.teacher_epochs, args.student_epochs, args.epochs_scale) != (None, None, 1.0)
+    args.quickstart_tags = args.run == 'quick' and not (args.explicit_schedule or other_data)
+    args.schedule = {}
+    for family, (te, se) in preset.schedule.items():
+        te, se = args.teacher_epochs or te, args.student_epochs or se
+        args.schedule[family] = (max(1, round(te * args.epochs_scale)), max(1, round(se * args.epochs_scale)))
+    if args.device == 'auto':
+        import torch
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    args.threads = args.threads or (1 if args.device == 'cpu' else 4)
+    args.workers = (0 if args.device == 'cpu' else 4) if args.workers is None else args.workers
+    return args
+
+
+def run_tag(args, seed, family='PointPillars', teacher=False):
+    """Output folder tag of a training: ``<prefix>_e<teacher epochs>[-<student epochs>][_t<teacher seed>]_seed<seed>``
+    (the prefix names the frame count when it is not the run's): a student's tag names its teacher too. The quick
+    run on the quickstart's data and schedule uses the quickstart's tags (seed 0: its own runs, not repeated)."""
+    if args.quickstart_tags:
+        return 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
+    te, se = args.schedule[family]
+    student = '' if teacher else f'-{se}' + (f'_t{args.teacher_seed}' if args.teacher_seed else '')
+    return f'{args.tag_prefix}_e{te}{student}_seed{seed}'
+
+
+def families(args):
+    """The detector families (teachers) of the run's student rows, in row order."""
+    return list(dict.fromkeys(STUDENTS[s][0] for s in args.students))
+
+
+def run_dir(cfg, tag, runs_root=RUNS_ROOT):
+    """tools/train.py's output folder of ``cfg`` with ``--extra_tag tag``."""
+    from train_utils import exp_group_path
+    return Path(runs_root) / exp_group_path(cfg) / Path(cfg).stem / tag
+
+
+def curve_interval(epochs):
+    """Epochs between the teacher's saved checkpoints: the largest divisor of ``epochs`` up to a quarter of it."""
+    return max(d for d in range(1, epochs + 1) if epochs % d == 0 and d <= max(1, epochs // 4))
+
+
+# ---- results file -------------------------------------------------------------------------------------------------
 def load_results(path):
-    """``{RunKey: result dict}`` from ``benchmark_results.json`` (a list of ``{model, method, seed, result}``;
-    the older ``{"model|method|seed": result}`` layout is read too). Empty when the file does not exist."""
+    """``{RunKey: result dict}`` from ``benchmark_results.json`` (a list of ``{model, method, seed, [epoch,]
+    result}``; the older ``{"model|method|seed": result}`` layout is read too). Empty when the file does not exist."""
     if not Path(path).exists():
         return {}
     data = json.loads(Path(path).read_text())
     if isinstance(data, dict):
         return {RunKey(*k.split('|')[:2], int(k.split('|')[2])): v for k, v in data.items()}
-    return {RunKey(r['model'], r['method'], int(r['seed'])): r['result'] for r in data}
+    return {RunKey(r['model'], r['method'], int(r['seed']), r.get('epoch')): r['result'] for r in data}
 
 
 def save_results(results, path):
-    rows = [dict(model=k.model, method=k.method, seed=k.seed, result=v) for k, v in results.items()]
-    Path(path).write_text(json.dumps(rows, indent=1))
+    """Write ``results`` atomically (an interrupted write leaves the previous file)."""
+    rows = [dict(model=k.model, method=k.method, seed=k.seed, **({} if k.epoch is None else {'epoch': k.epoch}),
+                 result=v) for k, v in results.items()]
+    write_json(rows, path)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
-    p.add_argument('--students', nargs='+', default=None, choices=list(STUDENTS),
-                   help='default: all three (only PointPillars 4x with --quick)')
-    p.add_argument('--teacher_epochs', type=int, default=None, help='default 20 (8 with --quick)')
-    p.add_argument('--student_epochs', type=int, default=None, help='default 16 (8 with --quick)')
-    p.add_argument('--num_train', type=int, default=None, help='default 1000 (240 with --quick)')
-    p.add_argument('--num_val', type=int, default=None, help='default 300 (80 with --quick)')
-    p.add_argument('--data_path', default=None, help='default data/kitti_synth_bench (data/kitti_synth with --quick)')
-    p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--out', default=str(ROOT / 'output' / 'benchmark'))
-    p.add_argument('--methods', nargs='+', default=METHOD_ORDER[1:], choices=METHOD_ORDER[1:],
-                   help='distillation methods to run (the plain student and the teachers always run)')
-    p.add_argument('--quick', action='store_true',
-                   help="the quickstart's data and schedule (4x PointPillars unless --students says otherwise); "
-                        "seed 0 reuses the quickstart's three trainings")
-    args = p.parse_args(argv)
-    if args.quick:
-        from quickstart import PRESETS
-        defaults = dict(PRESETS['full'], students=['PointPillars 4x'],
-                        data_path=str(ROOT / 'data' / 'kitti_synth'))
-    else:
-        defaults = dict(teacher_epochs=20, student_epochs=16, num_train=1000, num_val=300, students=list(STUDENTS),
-                        data_path=str(ROOT / 'data' / 'kitti_synth_bench'))
-    explicit_schedule = args.teacher_epochs is not None or args.student_epochs is not None
-    for key in ('students', 'teacher_epochs', 'student_epochs', 'num_train', 'num_val', 'data_path'):
-        if getattr(args, key) is None:
-            setattr(args, key, defaults[key])
-    args.explicit_schedule = explicit_schedule
-    return args
+def write_json(obj, path):
+    tmp = Path(str(path) + '.tmp')
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
 
 
-def run_tag(args, seed):
-    """Output folder tag of one seed's runs: a run on the quickstart's data and schedule with seed 0 is the
-    quickstart's own (its three trainings are not repeated); another schedule gets its own folders."""
-    if args.quick and not args.explicit_schedule:
-        return 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
-    prefix = 'quick' if args.quick else 'bench'
-    sched = f'_e{args.teacher_epochs}-{args.student_epochs}' if args.explicit_schedule else ''
-    return f'{prefix}{sched}_seed{seed}'
+# ---- the plan -------------------------------------------------------------------------------------------------------
+@dataclass
+class Stage:
+    """One training or evaluation. ``done``: finished before (reused); ``prepare`` runs before the command,
+    ``finish`` after it succeeded; ``info``: (model, method, seed) for the records; lower ``priority`` goes first."""
+    name: str
+    kind: str
+    cmd: list
+    done: Callable[[], bool]
+    deps: tuple = ()
+    priority: int = 0
+    prepare: Optional[Callable[[], None]] = None
+    finish: Optional[Callable[[], None]] = None
+    info: dict = field(default_factory=dict)
 
 
-def train(cfg_name, epochs, seed, data_path, workers, tag, teacher_ckpt=None):
-    from quickstart import ensure_trained
-    return ensure_trained(cfg_name, epochs, None, data_path, tag, workers, teacher_ckpt, seed)
+def plan(args, results, out, runs_root=RUNS_ROOT):
+    """The protocol's stages, in priority order: each teacher's training and curve evaluations, then per student
+    row, seed and method a training (plain students from the seed's initial weights, distilled ones also from the
+    shared teacher) and its evaluation."""
+    out = Path(out)
+    stages, teacher_stage = [], {}
+    for family in families(args):
+        cfg, (te, _) = TEACHERS[family], args.schedule[family]
+        interval = curve_interval(te)
+        tag = run_tag(args, args.teacher_seed, family, teacher=True)
+        ckpts = run_dir(cfg, tag, runs_root) / 'ckpt'
+        train = train_stage(args, cfg, te, args.teacher_seed, tag, ckpts, interval, priority=1,
+                            info=dict(model=f'{family} teacher', method='teacher', seed=args.teacher_seed))
+        teacher_stage[family] = train
+        stages.append(train)
+        for epoch in range(interval, te + 1, interval):
+            ckpt = ckpts / f'checkpoint_epoch_{epoch}.pth'
+            if epoch < te and train.done() and not ckpt.exists():
+                continue  # finished without intermediate checkpoints (e.g. the quickstart's teacher)
+            key = RunKey(f'{family} teacher', 'teacher', args.teacher_seed, None if epoch == te else epoch)
+            stages.append(eval_stage(args, key, cfg, ckpt, epoch, results, out, deps=(train.name,)))
+    for student in args.students:
+        family, plain_cfg, method_cfgs = STUDENTS[student]
+        se = args.schedule[family][1]
+        for seed in args.seeds:
+            tag = run_tag(args, seed, family)
+            init = out / 'init' / f'{plain_cfg.stem}_seed{seed}.pth'
+            for method in ['plain'] + [m for m in args.methods if m in method_cfgs]:
+                teacher = None if method == 'plain' else teacher_stage[family]
+                cfg = plain_cfg if teacher is None else method_cfgs[method]
+                ckpts = run_dir(cfg, tag, runs_root) / 'ckpt'
+                train = train_stage(args, cfg, se, seed, tag, ckpts, se, init=(plain_cfg, init),
+                                    teacher=None if teacher is None else teacher.info['final'],
+                                    priority=3 if teacher is None else 2,
+                                    info=dict(model=student, method=method, seed=seed))
+                train.deps = () if teacher is None else (teacher.name,)
+                stages.append(train)
+                stages.append(eval_stage(args, RunKey(student, method, seed), plain_cfg, train.info['final'], se,
+                                         results, out, deps=(train.name,)))
+    return stages
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data_path = Path(args.data_path)
-    results_file = out / 'benchmark_results.json'
-    results = load_results(results_file)
+def train_stage(args, cfg, epochs, seed, tag, ckpts, ckpt_interval, init=None, teacher=None, priority=0, info=None):
+    """tools/train.py on ``cfg``; done when its final checkpoint exists. ``init``: ``(plain student cfg, path)`` of
+    the initial weights (``--pretrained_model``, written by ``prepare`` when missing); ``teacher``: ``--teacher_ckpt``.
+    """
+    final = ckpts / f'checkpoint_epoch_{epochs}.pth'
+    check_teacher_of_run(ckpts.parent, teacher)
+    cmd = [sys.executable, ROOT / 'tools' / 'train.py', '--cfg_file', cfg, '--epochs', epochs, '--batch_size', BATCH,
+           '--workers', args.workers, '--extra_tag', tag, '--fix_random_seed', '--seed', seed,
+           '--num_epochs_to_eval', 0, '--ckpt_save_interval', ckpt_interval, '--device', args.device]
+    cmd += ['--pretrained_model', init[1]] if init is not None else []
+    cmd += ['--teacher_ckpt', teacher] if teacher is not None else []
+    cmd += ['--set', 'DATA_CONFIG.DATA_PATH', args.data_path]
 
-    from quickstart import ensure_dataset
-    from report_utils import evaluate_checkpoint
-    ensure_dataset(data_path, dict(num_train=args.num_train, num_val=args.num_val), 0, args.workers)
-
-    def record(key, cfg_eval, ckpt):
-        if key not in results:
-            t0 = time.time()
-            results[key] = evaluate_checkpoint(CFG_DIR / cfg_eval, ckpt, data_path, workers=args.workers)
-            results[key]['eval_s'] = time.time() - t0
-            save_results(results, results_file)  # after every run: resumable
-        return results[key]
-
-    needed_teachers = {STUDENTS[s][0] for s in args.students}
-    for seed in args.seeds:
-        teacher_ckpts = {}
-        for tname in sorted(needed_teachers):
-            cfg_t = TEACHERS[tname]
-            teacher_ckpts[tname] = train(cfg_t, args.teacher_epochs, seed, data_path, args.workers,
-                                         run_tag(args, seed))
-            record(RunKey(f'{tname} teacher', 'teacher', seed), cfg_t, teacher_ckpts[tname])
-        for sname in args.students:
-            tname, plain_cfg, methods = STUDENTS[sname]
-            ckpt = train(plain_cfg, args.student_epochs, seed, data_path, args.workers, run_tag(args, seed))
-            record(RunKey(sname, 'plain', seed), plain_cfg, ckpt)
-            for method, kd_cfg in [(m, c) for m, c in methods.items() if m in args.methods]:
-                path = train(kd_cfg, args.student_epochs, seed, data_path, args.workers, run_tag(args, seed),
-                             teacher_ckpts[tname])
-                record(RunKey(sname, method, seed), plain_cfg, path)
-
-    write_report(results, out)
-    if 'PointPillars 4x' in args.students and 'PointDistiller' in args.methods:
-        seed = args.seeds[0]
-
-        def ckpt(cfg_name, epochs):  # all trained above: found, not retrained
-            return train(cfg_name, epochs, seed, data_path, args.workers, run_tag(args, seed))
-
-        ckpts = [('teacher', TEACHERS['PointPillars'], ckpt(TEACHERS['PointPillars'], args.teacher_epochs)),
-                 ('4x plain', 'pointpillar_4x.yaml', ckpt('pointpillar_4x.yaml', args.student_epochs)),
-                 ('4x + PointDistiller', 'pointpillar_4x.yaml',
-                  ckpt('pointpillar_4x_pointdistiller.yaml', args.student_epochs))]
-        bev_examples(ckpts, data_path, out / 'bev_examples.png')
-    print((out / 'BENCHMARK.md').read_text())
+    def finish():
+        if not final.exists():
+            raise SystemExit(f'benchmark: {cfg.stem} ({tag}) finished but {final} was not written')
+    return Stage(f'train {Path(cfg).stem} {tag}', 'train', [str(c) for c in cmd], final.exists, priority=priority,
+                 prepare=None if init is None else lambda: save_initial_weights(*init, seed, args.data_path),
+                 finish=finish, info=dict(info or {}, final=final, steps=math.ceil(args.num_train / BATCH) * epochs,
+                                          cfg=Path(cfg).stem, init=None if init is None else init[1],
+                                          teacher=teacher))
 
 
-def bev_examples(ckpts, data_path, png, frames=(0, 1, 2)):
-    """One row per validation frame, one panel per model: points, GT (green) and predictions (red)."""
-    from visualize_bev import predict, render
-    panels = []
-    for index in frames:
-        for label, cfg_name, ckpt in ckpts:
-            pts, gt, boxes, pcr, fid = predict(CFG_DIR / cfg_name, ckpt, index, data_path)
-            panels.append(dict(points=pts, pc_range=pcr, gt_boxes=gt, pred_boxes=boxes, title=f'{fid}: {label}'))
-    render(panels, png, ncols=len(ckpts))
+def eval_stage(args, key, cfg, ckpt, epochs, results, out, deps=()):
+    """report_utils.evaluate_checkpoint in a subprocess; its result (with ``epochs``) goes into ``results`` and the
+    results file. Done when ``key`` is in ``results``."""
+    name = f'eval {key.model} {key.method} seed {key.seed}' + (f' epoch {key.epoch}' if key.epoch else '')
+    json_file = out / 'evals' / (re.sub(r'[^A-Za-z0-9_.-]+', '_', name) + '.json')
+    cmd = [sys.executable, __file__, '--eval_one', cfg, ckpt, json_file, '--data_path', args.data_path,
+           '--workers', args.workers]
+
+    def finish():
+        results[key] = dict(json.loads(json_file.read_text()), epochs=epochs, ckpt=str(ckpt))
+        save_results(results, out / 'benchmark_results.json')
+    return Stage(name, 'eval', [str(c) for c in cmd], lambda: key in results, deps=deps, priority=0, finish=finish,
+                 prepare=lambda: json_file.parent.mkdir(parents=True, exist_ok=True),
+                 info=dict(model=key.model, method=key.method, seed=key.seed))
+
+
+def check_teacher_of_run(folder, teacher):
+    """Refuse a run folder whose training (as tools/train.py logged its flags) used another ``--teacher_ckpt``:
+    reusing or resuming it would mix teachers (e.g. the earlier benchmark trained one teacher per seed)."""
+    if teacher is None:
+        return
+    logged = set()
+    for log in Path(folder).glob('train_*.log'):
+        logged.update(m.group(1).strip() for m in re.finditer(r'INFO\s+teacher_ckpt\s+(\S.*)', log.read_text()))
+    if logged - {str(teacher)}:
+        raise SystemExit(f'benchmark: {folder} was distilled from {sorted(logged)}, the protocol\'s teacher is '
+                         f'{teacher}: move that folder away or choose other folders with --tag_prefix')
+
+
+def save_initial_weights(cfg, path, seed, data_path):
+    """The student's initial weights as tools/train.py builds them with ``--fix_random_seed --seed seed`` (seed,
+    then the training set, then the detector), saved once per student config and seed: every method of a seed
+    starts from this file, whatever a Distiller builds after the student."""
+    if Path(path).exists():
+        return
+    from pcdet.datasets import build_dataloader
+    from pcdet.models import build_network
+    from pcdet.utils import checkpoint_utils, common_utils
+    from report_utils import load_cfg
+    c = load_cfg(cfg, data_path)
+    common_utils.set_random_seed(seed)
+    dataset, _, _ = build_dataloader(c.DATA_CONFIG, c.CLASS_NAMES, batch_size=BATCH, dist=False, workers=0,
+                                     training=True, seed=seed)
+    model = build_network(model_cfg=c.MODEL, num_class=len(c.CLASS_NAMES), dataset=dataset)
+    checkpoint_utils.save_checkpoint(checkpoint_utils.checkpoint_state(model), str(path))
+
+
+# ---- running the stages -------------------------------------------------------------------------------------------
+def pending(stages):
+    """Names of the stages to run: unfinished evaluations and the unfinished trainings they (transitively) need.
+    A training whose evaluations are all recorded is not rerun, even if its checkpoint is gone."""
+    by_name = {s.name: s for s in stages}
+    todo = {s.name for s in stages if s.kind == 'eval' and not s.done()}
+    grow = list(todo)
+    while grow:
+        for dep in by_name[grow.pop()].deps:
+            if dep not in todo and not by_name[dep].done():
+                todo.add(dep)
+                grow.append(dep)
+    return todo
+
+
+def ready(waiting, todo, finished):
+    """Waiting stages whose dependencies are finished (or were not needed), by priority then plan order."""
+    return sorted((s for s in waiting if all(d not in todo or d in finished for d in s.deps)),
+                  key=lambda s: s.priority)
+
+
+def stage_seconds(stage, args):
+    """Predicted wall seconds of a stage on one CPU slot (``STEP_S``, ``EVAL_FRAME_S``)."""
+    if stage.kind == 'train':
+        return STAGE_START_S + stage.info['steps'] * STEP_S.get(stage.info['cfg'], max(STEP_S.values()))
+    return STAGE_START_S + args.num_val * EVAL_FRAME_S[stage.info['model']]
+
+
+def predict_seconds(stages, args):
+    """Wall seconds of running the pending stages with ``execute``'s order on ``args.jobs`` slots."""
+    todo = pending(stages)
+    waiting, running, finished, now = [s for s in stages if s.name in todo], [], set(), 0.0
+    while waiting or running:
+        for st in ready(waiting, todo, finished)[:args.jobs - len(running)]:
+            waiting.remove(st)
+            running.append((now + stage_seconds(st, args), st.name))
+        running.sort()
+        now, name = running.pop(0)
+        finished.add(name)
+    return now
+
+
+def execute(stages, args, out):
+    """Run the pending stages, ``args.jobs`` at a time, each with ``args.threads`` threads and its output in
+    ``out/logs/``; stage wall times go to ``out/stage_times.json``. Returns the names of the stages run.
+    A failed stage stops new launches; the running ones finish, then the benchmark exits naming the log. Ctrl-C or
+    SIGTERM stops the running stages (a rerun resumes them)."""
+    todo = pending(stages)
+    waiting = [s for s in stages if s.name in todo]
+    env = dict(os.environ, **{k: str(args.threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
+                                                             'NUMBA_NUM_THREADS')})
+    logs, times_file = out / 'logs', out / 'stage_times.json'
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    running, finished, failed = {}, set(), []
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f'signal {signum}')
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while waiting or running:
+            for st in [] if failed else ready(waiting, todo, finished)[:args.jobs - len(running)]:
+                waiting.remove(st)
+                if st.prepare is not None:
+                    st.prepare()
+                logs.mkdir(parents=True, exist_ok=True)
+                log = logs / (re.sub(r'[^A-Za-z0-9_.-]+', '_', st.name) + '.log')
+                fh = open(log, 'a')
+                proc = subprocess.Popen(st.cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                running[st.name] = (st, proc, fh, log, time.time())
+                print(f'{time.strftime("%H:%M:%S")} start {st.name}', flush=True)
+            if not running:
+                break
+            time.sleep(1.0)
+            for name, (st, proc, fh, log, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                fh.close()
+                del running[name]
+                if proc.returncode != 0:
+                    failed.append(f'{name} (exit {proc.returncode}, log {log})')
+                    print(f'{time.strftime("%H:%M:%S")} FAILED {name}: see {log}', flush=True)
+                    continue
+                if st.finish is not None:
+                    st.finish()
+                finished.add(name)
+                times[name] = dict({k: st.info[k] for k in ('model', 'method', 'seed')}, kind=st.kind,
+                                   s=time.time() - t0)
+                write_json(times, times_file)
+                print(f'{time.strftime("%H:%M:%S")} done  {name} ({(time.time() - t0) / 60:.1f} min)', flush=True)
+    except KeyboardInterrupt:
+        for _, proc, _, _, _ in running.values():
+            proc.terminate()
+        for _, proc, _, _, _ in running.values():
+            proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if failed or waiting:
+        raise SystemExit(f'benchmark: {len(failed)} stage(s) failed, {len(waiting)} not started: '
+                         + '; '.join(failed) + '. Rerun the same command to continue')
+    return sorted(finished)
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------------
+def t_interval(values, level=0.95):
+    """``(mean, std, lo, hi)`` of ``values`` (one per seed): sample std (ddof 1) and the two-sided Student-t
+    interval of the mean, mean -+ t(level, n - 1) * std / sqrt(n); std and interval nan for one value."""
+    from scipy import stats
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float('nan'), float('nan'), float('nan')
+    std = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1)) * std / math.sqrt(len(v))
+    return float(v.mean()), std, float(v.mean()) - half, float(v.mean()) + half
+
+
+def shown(lo, hi):
+    """The verdict on a gain's interval: 'yes' when it lies above zero, 'loss' below zero, else 'no'."""
+    return 'yes' if lo > 0 else 'loss' if hi < 0 else 'no'
+
+
+def convergence(curve, threshold=CONVERGED_GAIN):
+    """Verdict on a teacher curve ``[(epoch, map_3d, map_bev), ...]`` (sorted, the last point = the end of the
+    schedule): the gain from the latest point at or before 3/4 of the schedule to the end, per metric; converged
+    when both gains are below ``threshold`` points (None: no point that early)."""
+    end = curve[-1]
+    early = [p for p in curve[:-1] if p[0] <= 0.75 * end[0]]
+    if not early:
+        return dict(ref_epoch=None, end_epoch=end[0], gain_3d=float('nan'), gain_bev=float('nan'), converged=None)
+    ref = early[-1]
+    gains = end[1] - ref[1], end[2] - ref[2]
+    return dict(ref_epoch=ref[0], end_epoch=end[0], gain_3d=gains[0], gain_bev=gains[1],
+                converged=bool(max(gains) < threshold))
+
+
+def teacher_curves(results):
+    """``{(teacher model, seed): [(epoch, map_3d, map_bev), ...]}`` from the teachers' evaluations."""
+    curves = {}
+    for key, r in results.items():
+        if key.method == 'teacher' and (key.epoch is not None or 'epochs' in r):
+            curves.setdefault((key.model, key.seed), []).append((key.epoch or r['epochs'], r['map_3d'], r['map_bev']))
+    return {k: sorted(v) for k, v in curves.items()}
 
 
 def row_order(model_method):
@@ -180,35 +514,156 @@ def row_order(model_method):
 
 
 def aggregate(results):
-    """{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}."""
+    """``{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}`` over
+    the seeds' final checkpoints (std nan for one seed)."""
     groups = {}
     for key, r in results.items():
-        groups.setdefault((key.model, key.method), []).append(r)
+        if key.epoch is None:
+            groups.setdefault((key.model, key.method), []).append(r)
     agg = {}
     for k, runs in groups.items():
         a = dict(n=len(runs), params=runs[0]['params'], gflops=runs[0]['gflops'],
                  latency_s=float(np.mean([r['latency_s'] for r in runs])))
-        for m in ('map_3d', 'map_bev'):
-            v = np.array([r[m] for r in runs])
-            a[m] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
-        for apk in runs[0]['ap']:
-            v = np.array([r['ap'][apk] for r in runs])
-            a[apk] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+        for m in ('map_3d', 'map_bev', *runs[0]['ap']):
+            v = [r[m] if m.startswith('map_') else r['ap'][m] for r in runs]
+            a[m] = t_interval(v)[:2]
         agg[k] = a
     return agg
 
 
-def write_report(results, out):
+def paired_stats(results):
+    """Per distilled (model, method): the gains over the plain student trained with the same seed, per metric
+    (``t_interval`` of the gains, ``better`` = seeds with a positive gain, ``closed`` = mean gain / (teacher - mean
+    plain) over the paired seeds; the teacher is the mean of its final evaluations, one shared teacher)."""
+    runs = {}
+    for key, r in results.items():
+        if key.epoch is None:
+            runs.setdefault((key.model, key.method), {})[key.seed] = r
+    rows = []
+    for model, method in sorted(runs, key=row_order):
+        plain = runs.get((model, 'plain'), {})
+        seeds = sorted(set(runs[(model, method)]) & set(plain))
+        if method in ('plain', 'teacher') or not seeds:
+            continue
+        teacher = runs.get((f'{model.split()[0]} teacher', 'teacher'), {})
+        row = dict(model=model, method=method, seeds=seeds)
+        for m in ('map_3d', 'map_bev'):
+            gains = [runs[(model, method)][s][m] - plain[s][m] for s in seeds]
+            gap = np.mean([t[m] for t in teacher.values()]) - np.mean([plain[s][m] for s in seeds]) \
+                if teacher else float('nan')
+            mean, std, lo, hi = t_interval(gains)
+            row[m] = dict(gains=gains, mean=mean, std=std, lo=lo, hi=hi, shown=shown(lo, hi),
+                          better=sum(g > 0 for g in gains), closed=mean / gap if gap > 0 else float('nan'))
+        rows.append(row)
+    return rows
+
+
+def paired_gains(results):
+    """Markdown lines of the paired-by-seed gains (``paired_stats``)."""
+    lines = ['## Paired by seed: gain over the plain student (moderate mAP)', '',
+             'gain = distilled - plain with the same seed (same initial weights, same teacher), mean +- std over '
+             'seeds; 95% CI = mean -+ t(0.975, n-1) std / sqrt(n) (Student t over seeds); shown = the interval '
+             'excludes zero (loss: it lies below zero); gap closed = mean gain / (teacher - plain mean).', '',
+             '| model | KD | seeds | better | gain 3D | 95% CI 3D | shown 3D | gap closed 3D | gain BEV | 95% CI BEV '
+             '| shown BEV | gap closed BEV |', '|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|']
+    for row in paired_stats(results):
+        cells = [row['model'], row['method'], str(len(row['seeds'])), f'{row["map_3d"]["better"]}/{len(row["seeds"])}']
+        for m in ('map_3d', 'map_bev'):
+            s = row[m]
+            one = len(row['seeds']) < 2
+            cells += [mean_std((s['mean'], s['std']), sign=True), 'n/a' if one else f'[{s["lo"]:+.2f}, {s["hi"]:+.2f}]',
+                      'n/a' if one else s['shown'], 'n/a' if math.isnan(s['closed']) else f'{100 * s["closed"]:.0f}%']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
+# ---- the report ---------------------------------------------------------------------------------------------------
+def val_instance_counts(data_path, point_cloud_range):
+    """GT instances of the validation split as the KITTI metric counts them, per class: ``[easy, moderate, hard,
+    moderate inside the detection range]`` (cumulative: moderate includes easy; the metric also counts objects
+    outside the point-cloud range, which no detector can find)."""
+    import pickle
+
+    from pcdet.datasets.kitti.kitti_object_eval_python.eval import MAX_OCCLUSION, MAX_TRUNCATION, MIN_HEIGHT
+    from report_utils import CLASSES
+    infos = pickle.loads((Path(data_path) / 'kitti_infos_val.pkl').read_bytes())
+    counts = {c: [0, 0, 0, 0] for c in CLASSES}
+    x0, y0, _, x1, y1, _ = point_cloud_range
+    for info in infos:
+        a = info['annos']
+        height = a['bbox'][:, 3] - a['bbox'][:, 1]
+        centres = a['gt_boxes_lidar'][:, :2]
+        for i, name in enumerate(a['name']):
+            if name not in counts:
+                continue
+            for level in range(3):
+                counts[name][level] += int(a['occluded'][i] <= MAX_OCCLUSION[level] and height[i] >= MIN_HEIGHT[level]
+                                           and a['truncated'][i] <= MAX_TRUNCATION[level])
+            x, y = centres[i]
+            counts[name][3] += int(a['occluded'][i] <= MAX_OCCLUSION[1] and height[i] >= MIN_HEIGHT[1]
+                                   and a['truncated'][i] <= MAX_TRUNCATION[1] and x0 <= x < x1 and y0 <= y < y1)
+    return counts
+
+
+def protocol_lines(protocol):
+    """Markdown: data, runs (schedules, seeds, wall time) and the validation instance counts."""
+    if not protocol:
+        return []
+    d = protocol['data']
+    lines = ['## Protocol', '', f'{d["num_train"]} training / {d["num_val"]} validation synthetic frames '
+             f'({d["data_path"]}), batch {BATCH}; one teacher per family (seed {protocol["teacher_seed"]}), '
+             'shared by every student and seed; docs/RESULTS_PROTOCOL.md.', '',
+             '| run | students | seeds | methods | epochs (teacher, student) | device | predicted min | wall min |',
+             '|---|---|---|---|---|---|---:|---:|']
+    for name, r in protocol['runs'].items():
+        epochs = ', '.join(f'{f} {e[0]}/{e[1]}' for f, e in r['schedule'].items())
+        lines.append(f'| {name} | {", ".join(r["students"])} | {" ".join(map(str, r["seeds"]))} | '
+                     f'{", ".join(r["methods"])} | {epochs} | {r["device"]} x {r["jobs"]} | '
+                     f'{r.get("predicted_s", float("nan")) / 60:.0f} | {r.get("wall_s", 0) / 60:.0f} |')
+    lines += ['', 'Validation instances the metric counts (cumulative: moderate includes easy):', '',
+              '| class | easy | moderate | hard | moderate inside the range |', '|---|---:|---:|---:|---:|']
+    lines += [f'| {c} | ' + ' | '.join(map(str, n)) + ' |' for c, n in protocol['val_counts'].items()]
+    return lines + ['']
+
+
+def convergence_lines(results):
+    lines = ['## Teachers: validation mAP over the schedule', '',
+             f'converged = less than {CONVERGED_GAIN:g} point gained (3D and BEV) from the last checkpoint at or '
+             'before 3/4 of the schedule to its end.', '',
+             '| teacher | seed | epoch: mAP 3D / BEV | gain last quarter 3D / BEV | converged |',
+             '|---|---:|---|---|---|']
+    for (model, seed), curve in sorted(teacher_curves(results).items()):
+        v = convergence(curve)
+        verdict = {True: 'yes', False: 'NO', None: 'unknown (no early checkpoint)'}[v['converged']]
+        points = ', '.join(f'{e}: {a:.2f} / {b:.2f}' for e, a, b in curve)
+        lines.append(f'| {model} | {seed} | {points} | {v["gain_3d"]:+.2f} / {v["gain_bev"]:+.2f} (epoch '
+                     f'{v["ref_epoch"]} -> {v["end_epoch"]}) | {verdict} |')
+    return lines + ['']
+
+
+def mean_std(pair, sign=False):
+    """'mean +- std' (the mean alone for one seed)."""
+    mean, std = pair
+    text = f'{mean:+.2f}' if sign else f'{mean:.2f}'
+    return text if math.isnan(std) else f'{text} +- {std:.2f}'
+
+
+def write_report(results, out, protocol=None):
+    """``out/BENCHMARK.md`` (protocol, teacher curves, mean +- std per row in the paper's Table 1/2 layout, paired
+    gains) and the figures."""
     from report_utils import CLASSES, LEVELS
+    out = Path(out)
     agg = aggregate(results)
     order = sorted(agg, key=row_order)
     lines = ['# Distillation benchmark (synthetic KITTI-format set, KITTI val metric AP R40)', '',
-             'mean +- std over seeds; mAP = mean of the Car/Pedestrian/Cyclist moderate APs (the paper\'s mAP).', '',
+             *protocol_lines(protocol), *convergence_lines(results),
+             '## Results', '', 'mean +- std over seeds; mAP = mean of the Car/Pedestrian/Cyclist moderate APs (the '
+             'paper\'s mAP).', '',
              '| model | KD | seeds | params (M) | GFLOPs | mAP 3D | mAP BEV |', '|---|---|---:|---:|---:|---:|---:|']
     for k in order:
         a = agg[k]
         lines.append(f'| {k[0]} | {k[1]} | {a["n"]} | {a["params"] / 1e6:.2f} | {a["gflops"]:.1f} | '
-                     f'{a["map_3d"][0]:.2f} +- {a["map_3d"][1]:.2f} | {a["map_bev"][0]:.2f} +- {a["map_bev"][1]:.2f} |')
+                     f'{mean_std(a["map_3d"])} | {mean_std(a["map_bev"])} |')
     for metric, title in (('bev', 'Table 1 layout: BEV AP R40'), ('3d', 'Table 2 layout: 3D AP R40')):
         lines += ['', f'## {title} (easy/moderate/hard, means)', '',
                   '| model | KD | ' + ' | '.join(CLASSES) + ' | mAP |', '|---|---|' + '---|' * (len(CLASSES) + 1)]
@@ -220,63 +675,168 @@ def write_report(results, out):
     lines += ['', *paired_gains(results)]
     (out / 'BENCHMARK.md').write_text('\n'.join(lines) + '\n')
     plot_map_vs_params(agg, out / 'map_vs_params.png')
+    plot_teacher_curves(teacher_curves(results), out / 'teacher_curve.png')
+    plot_paired_gains(paired_stats(results), out / 'paired_gains.png')
 
 
-def _seed_std(values):
-    """Sample std (ddof 1) over seeds; nan for a single seed."""
-    return float(np.std(values, ddof=1)) if len(values) > 1 else float('nan')
-
-
-def paired_gains(results):
-    """Markdown lines: each distilled student against the plain one trained with the same seed (same teacher,
-    same data order), i.e. the issue's targets: gain > 2 x the plain student's seed std, >= half the gap."""
-    runs = {}
-    for key, r in results.items():
-        runs.setdefault((key.model, key.method), {})[key.seed] = r
-    lines = ['## Paired by seed: gain over the plain student (moderate mAP)', '',
-             'gain = distilled - plain, same seed; 2 std = twice the plain student\'s std over seeds; gap closed = '
-             'mean gain / (teacher - plain), means over the paired seeds.', '',
-             '| model | KD | seeds | gain 3D | better | 2 std (plain) | gap closed 3D | gain BEV | gap closed BEV |',
-             '|---|---|---:|---:|---:|---:|---:|---:|---:|']
-    for model, method in sorted(runs, key=row_order):
-        by_seed = runs[(model, method)]
-        plain = runs.get((model, 'plain'), {})
-        teacher = runs.get((f'{model.split()[0]} teacher', 'teacher'), {})
-        seeds = sorted(set(by_seed) & set(plain) & set(teacher))
-        if method in ('plain', 'teacher') or not seeds:
-            continue
-        cells = []
-        for m in ('map_3d', 'map_bev'):
-            gain = np.array([by_seed[s][m] - plain[s][m] for s in seeds])
-            gap = np.mean([teacher[s][m] - plain[s][m] for s in seeds])
-            plain_std = _seed_std([plain[s][m] for s in seeds])
-            cells.append((gain, plain_std, gain.mean() / gap if gap > 0 else float('nan'), _seed_std(gain)))
-        (g3, s3, c3, sd3), (gb, _, cb, sdb) = cells
-        lines.append(f'| {model} | {method} | {len(seeds)} | {g3.mean():+.2f} +- {sd3:.2f} | {(g3 > 0).sum()}/'
-                     f'{len(seeds)} | {2 * s3:.2f} | {100 * c3:.0f}% | {gb.mean():+.2f} +- {sdb:.2f} | '
-                     f'{100 * cb:.0f}% |')
-    return lines
-
-
-def plot_map_vs_params(agg, png):
+def save_two_panels(png, draw, legend=True):
+    """A figure of two panels, moderate mAP 3D and BEV: ``draw(ax, metric)`` fills each (metric 'map_3d' /
+    'map_bev'); saved to ``png``."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ('map_3d', 'map_bev')):
-        methods = sorted({m for _, m in agg}, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else -1)
-        for method in methods:
-            pts = sorted((a['params'] / 1e6, a[metric][0], a[metric][1]) for (_, m), a in agg.items() if m == method)
+        draw(ax, metric)
+        ax.grid(alpha=0.3)
+    if legend:
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def plot_map_vs_params(agg, png):
+    def draw(ax, metric):
+        for method in sorted({m for _, m in agg}, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else -1):
+            pts = sorted((a['params'] / 1e6, a[metric][0], np.nan_to_num(a[metric][1]))
+                         for (_, m), a in agg.items() if m == method)
             x, y, e = map(np.array, zip(*pts))
             ax.errorbar(x, y, yerr=e, marker='o', capsize=3, label=method, linestyle='none' if len(x) == 1 else '-')
         ax.set_xscale('log')
         ax.set_xlabel('parameters (M)')
         ax.set_ylabel(f'moderate mAP {metric[4:].upper()} (R40)')
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    save_two_panels(png, draw)
+
+
+def plot_teacher_curves(curves, png):
+    """Each teacher's validation mAP at its saved epochs."""
+    def draw(ax, metric):
+        for (model, seed), curve in sorted(curves.items()):
+            col = 1 if metric == 'map_3d' else 2
+            ax.plot([p[0] for p in curve], [p[col] for p in curve], marker='o', label=f'{model} (seed {seed})')
+        ax.set_xlabel('epoch')
+        ax.set_ylabel(f'moderate mAP {metric[4:].upper()} (R40)')
+    if curves:
+        save_two_panels(png, draw)
+
+
+def plot_paired_gains(rows, png):
+    """Gain over the plain student per (row, method): the mean with its 95% interval, the seeds as dots."""
+    def draw(ax, metric):
+        for y, row in enumerate(rows):
+            s = row[metric]
+            ax.plot(s['gains'], [y] * len(s['gains']), '.', color='0.6')
+            if not math.isnan(s['lo']):
+                ax.plot([s['lo'], s['hi']], [y, y], '-', color='C0')
+            ax.plot([s['mean']], [y], 'o', color='C0')
+        ax.axvline(0, color='k', lw=0.8)
+        ax.set_yticks(range(len(rows)), [f'{r["model"]}: {r["method"]}' if metric == 'map_3d' else ''
+                                         for r in rows], fontsize=7)
+        ax.set_xlabel(f'gain over the plain student, mAP {metric[4:].upper()}')
+    if rows:
+        save_two_panels(png, draw, legend=False)
+
+
+def bev_examples(ckpts, data_path, png, frames=(0, 1, 2)):
+    """One row per validation frame, one panel per model: points, GT (green) and predictions (red)."""
+    from visualize_bev import predict, render
+    panels = []
+    for index in frames:
+        for label, cfg_name, ckpt in ckpts:
+            pts, gt, boxes, pcr, fid = predict(cfg_name, ckpt, index, data_path)
+            panels.append(dict(points=pts, pc_range=pcr, gt_boxes=gt, pred_boxes=boxes, title=f'{fid}: {label}'))
+    render(panels, png, ncols=len(ckpts))
+
+
+# ---- main ---------------------------------------------------------------------------------------------------------
+def prepare_data(args):
+    """The synthetic set (generated once, reused) with the run's frame counts; its validation instance counts."""
+    import pickle
+
+    from quickstart import ensure_dataset
+    from report_utils import load_cfg
+    data_path = Path(args.data_path)
+    ensure_dataset(data_path, dict(num_train=args.num_train, num_val=args.num_val), 0, max(1, args.jobs))
+    for split, n in (('train', args.num_train), ('val', args.num_val)):
+        found = len(pickle.loads((data_path / f'kitti_infos_{split}.pkl').read_bytes()))
+        if found != n:
+            raise SystemExit(f'benchmark: {data_path} holds {found} {split} frames, this run needs {n}: pass another '
+                             '--data_path (a new folder is generated)')
+    pc_range = load_cfg(TEACHERS['PointPillars'], data_path).DATA_CONFIG.POINT_CLOUD_RANGE
+    return val_instance_counts(data_path, pc_range)
+
+
+def protocol_config(args):
+    """What the results in one ``--out`` must share: data, tag prefix, teacher seed and each family's schedule."""
+    return dict(num_train=args.num_train, num_val=args.num_val, tag_prefix=args.tag_prefix,
+                teacher_seed=args.teacher_seed, schedule={f: list(args.schedule[f]) for f in families(args)})
+
+
+def load_protocol(args, out):
+    """``out/benchmark_protocol.json``; refuses an ``--out`` that holds results of other data or schedules (their
+    RunKeys would be taken for this run's)."""
+    path = Path(out) / 'benchmark_protocol.json'
+    protocol = json.loads(path.read_text()) if path.exists() else {'runs': {}}
+    old, new = protocol.get('config'), protocol_config(args)
+    if old is not None:
+        differ = [k for k in new if k != 'schedule' and old[k] != new[k]]
+        differ += [f'{f} schedule' for f in new['schedule'] if f in old['schedule'] and
+                   old['schedule'][f] != new['schedule'][f]]
+        if differ:
+            raise SystemExit(f'benchmark: {out} holds results with another {", ".join(differ)} ({old}); pass '
+                             'another --out')
+        new['schedule'] = dict(old['schedule'], **new['schedule'])
+    protocol['config'] = new
+    return protocol
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.eval_one:
+        from report_utils import evaluate_checkpoint
+        cfg, ckpt, json_file = args.eval_one
+        t0 = time.time()
+        result = evaluate_checkpoint(cfg, ckpt, args.data_path, workers=args.workers)
+        write_json(dict(result, eval_s=time.time() - t0), json_file)
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    protocol = load_protocol(args, out)
+    results = load_results(out / 'benchmark_results.json')
+    stages = plan(args, results, out)
+    todo = pending(stages)
+    predicted = predict_seconds(stages, args) if args.device == 'cpu' else float('nan')
+    print(f'benchmark --run {args.run}: {len(todo)} of {len(stages)} stages to run '
+          f'({sum(s.kind == "train" for s in stages if s.name in todo)} trainings); ' +
+          (f'predicted {predicted / 60:.0f} min on {args.jobs} one-core slots (STEP_S: an idle 2-core CPU)'
+           if args.device == 'cpu' else 'no time prediction for CUDA'), flush=True)
+    if args.dry_run:
+        print('\n'.join(s.name for s in stages if s.name in todo))
+        return
+    protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path),
+                    teacher_seed=args.teacher_seed, val_counts=prepare_data(args))
+    wall = protocol['runs'].get(args.run, {}).get('wall_s', 0.0)
+    protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=args.methods,
+                                      schedule={f: args.schedule[f] for f in families(args)},
+                                      device=args.device, jobs=args.jobs,
+                                      threads=args.threads, predicted_s=predicted, wall_s=wall)
+    t0 = time.time()
+    try:
+        execute(stages, args, out)
+    finally:
+        protocol['runs'][args.run]['wall_s'] = wall + time.time() - t0
+        write_json(protocol, out / 'benchmark_protocol.json')
+    write_report(results, out, protocol)
+    finals = {(s.info['model'], s.info['method'], s.info['seed']): s.info['final'] for s in stages if s.kind == 'train'}
+    plain_cfg = STUDENTS['PointPillars 4x'][1]
+    examples = [('teacher', TEACHERS['PointPillars'], ('PointPillars teacher', 'teacher', args.teacher_seed)),
+                ('4x plain', plain_cfg, ('PointPillars 4x', 'plain', args.seeds[0])),
+                ('4x + PointDistiller', plain_cfg, ('PointPillars 4x', 'PointDistiller', args.seeds[0]))]
+    if all(key in finals and finals[key].exists() for _, _, key in examples):
+        bev_examples([(label, cfg, finals[key]) for label, cfg, key in examples], args.data_path,
+                     out / 'bev_examples.png')
+    print((out / 'BENCHMARK.md').read_text())
 
 
 if __name__ == '__main__':

@@ -411,6 +411,7 @@ def execute(stages, args, out):
     waiting = [s for s in stages if s.name in todo]
     env = dict(os.environ, **{k: str(args.threads) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS',
                                                              'NUMBA_NUM_THREADS')})
+    env.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # as tools/_init_path.py (the evaluations do not import it)
     logs, times_file = out / 'logs', out / 'stage_times.json'
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
     running, finished, failed = {}, set(), []

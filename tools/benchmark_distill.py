@@ -160,12 +160,12 @@ def parse_args(argv=None):
             setattr(args, key, list(getattr(preset, key)) if key in ('students', 'seeds') else getattr(preset, key))
     other_data = args.num_train != preset.num_train
     sizes = (args.num_train, args.num_val) != (preset.num_train, preset.num_val)
-    args.data_path = args.data_path or preset.data_path + (f'_{args.num_train}_{args.num_val}' if sizes else '')
+    # given paths are relative to the working directory, the run's defaults to the repository
+    args.data_path = str(Path(args.data_path).resolve()) if args.data_path else \
+        str(ROOT / (preset.data_path + (f'_{args.num_train}_{args.num_val}' if sizes else '')))
     args.tag_prefix = args.tag_prefix or preset.tag_prefix + (f'_n{args.num_train}' if other_data else '')
-    args.data_path = str((ROOT / args.data_path).resolve()) if not Path(args.data_path).is_absolute() \
-        else args.data_path
-    args.out = args.out or str(ROOT / 'output' / ('benchmark' if args.tag_prefix == 'bench' else
-                                                  f'benchmark_{args.tag_prefix}'))
+    args.out = str(Path(args.out).resolve()) if args.out else \
+        str(ROOT / 'output' / ('benchmark' if args.tag_prefix == 'bench' else f'benchmark_{args.tag_prefix}'))
     args.explicit_schedule = (args.teacher_epochs, args.student_epochs, args.epochs_scale) != (None, None, 1.0)
     args.quickstart_tags = args.run == 'quick' and not (args.explicit_schedule or other_data)
     args.schedule = {}
@@ -318,7 +318,8 @@ def eval_stage(args, key, cfg, ckpt, epochs, results, out, deps=()):
     results file. Done when ``key`` is in ``results``."""
     name = f'eval {key.model} {key.method} seed {key.seed}' + (f' epoch {key.epoch}' if key.epoch else '')
     json_file = out / 'evals' / (re.sub(r'[^A-Za-z0-9_.-]+', '_', name) + '.json')
-    cmd = [sys.executable, __file__, '--eval_one', cfg, ckpt, json_file, '--data_path', args.data_path,
+    cmd = [sys.executable, ROOT / 'tools' / 'benchmark_distill.py', '--eval_one', cfg, ckpt, json_file,
+           '--data_path', args.data_path,
            '--workers', args.workers]
 
     def finish():

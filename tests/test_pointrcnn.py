@@ -281,6 +281,30 @@ def test_roi_targets_in_roi_frame_decode_back_and_zero_loss(prcnn_cfg):
     assert tb['rcnn_loss_reg'] > 0 and tb['rcnn_loss_corner'] > 0
 
 
+def test_rcnn_recall_counts_refined_boxes_before_score_threshold(prcnn_cfg):
+    """As OpenPCDet: with ``rois`` in the batch, recall/rcnn_<t> counts every refined box, even those below
+    SCORE_THRESH (which pred_dicts drop); without rois (one-stage) it counts the final boxes only."""
+    from types import SimpleNamespace
+
+    from pcdet.models.detectors.detector3d_template import Detector3DTemplate
+    gt_box = [10.0, -2.0, -1.0, 4.0, 2.0, 1.5, 0.7]
+    far_box = [30.0, 5.0, -1.0, 4.0, 2.0, 1.5, 0.0]
+    det = SimpleNamespace(model_cfg=prcnn_cfg.MODEL, num_class=3,
+                          generate_recall_record=Detector3DTemplate.generate_recall_record)
+    batch = {'batch_size': 1, 'batch_box_preds': torch.tensor([[gt_box, far_box]]),
+             'batch_cls_preds': torch.tensor([[[-5.0], [3.0]]]),  # the box on the GT scores 0.007 < 0.1
+             'cls_preds_normalized': False, 'gt_boxes': torch.tensor([[gt_box + [1.0]]]),
+             'rois': torch.tensor([[far_box, gt_box]]), 'roi_labels': torch.ones(1, 2, dtype=torch.long),
+             'has_class_labels': True}
+    pred_dicts, recall = Detector3DTemplate.post_processing(det, batch)
+    assert pred_dicts[0]['pred_boxes'].tolist() == [far_box]
+    assert recall['gt'] == 1 and recall['roi_0.3'] == 1 and recall['rcnn_0.3'] == 1 and recall['rcnn_0.7'] == 1
+    for key in ('rois', 'roi_labels', 'has_class_labels'):
+        batch.pop(key)
+    _, recall = Detector3DTemplate.post_processing(det, batch)
+    assert recall['gt'] == 1 and recall['roi_0.3'] == 0 and recall['rcnn_0.3'] == 0
+
+
 # ---------------------------------------------------------------------------------------------- model on KITTI frames
 @pytest.fixture(scope='module')
 def tiny_cfg_file(tmp_path_factory, kitti_infos_root, tiny_config_text):

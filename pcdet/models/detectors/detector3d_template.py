@@ -173,7 +173,8 @@ class Detector3DTemplate(nn.Module):
             (B, N, 7), batch_size; gt_boxes (B, M, 8) if present (for recall).
         Returns:
             pred_dicts: per sample {pred_boxes (K, 7), pred_scores (K,), pred_labels (K,) 1-based long};
-            recall_dict: {gt, roi_<t>, rcnn_<t>} counts (empty if no gt_boxes).
+            recall_dict: {gt, roi_<t>, rcnn_<t>} counts (empty if no gt_boxes); rcnn_<t> counts the final boxes, or
+            with ``rois`` (two-stage) every refined box before score threshold and NMS, as OpenPCDet.
         """
         post_process_cfg = self.model_cfg.POST_PROCESSING
         nms_config = post_process_cfg.NMS_CONFIG
@@ -210,8 +211,10 @@ class Detector3DTemplate(nn.Module):
                 if post_process_cfg.OUTPUT_RAW_SCORE:
                     selected_scores = torch.max(src_cls_preds, dim=-1)[0][selected]
                 final_scores, final_labels, final_boxes = selected_scores, label_preds[selected], box_preds[selected]
+            # two-stage models (rois present): recall of all refined boxes, before score threshold and NMS (OpenPCDet)
             recall_dict = self.generate_recall_record(
-                box_preds=final_boxes, recall_dict=recall_dict, batch_index=index, data_dict=batch_dict,
+                box_preds=final_boxes if 'rois' not in batch_dict else box_preds, recall_dict=recall_dict,
+                batch_index=index, data_dict=batch_dict,
                 thresh_list=post_process_cfg.RECALL_THRESH_LIST)
             pred_dicts.append({'pred_boxes': final_boxes, 'pred_scores': final_scores, 'pred_labels': final_labels})
         return pred_dicts, recall_dict

@@ -137,3 +137,25 @@ def test_losses_that_do_not_apply_to_pointrcnn_say_so(tiny_cfgs, teacher_ckpt):
     with pytest.raises(ValueError, match=r"LogitKDLoss reads CLS_FEATURE 'module:dense_head.conv_cls', and "
                                          r"PointRCNN has no module .*point_head.cls_layers"):
         build_distiller(cfg, student, None, teacher_ckpt=str(teacher_ckpt), cfg_dir=str(tiny_cfgs['pointrcnn'].parent))
+
+
+SYNTH_DIR = CFG_DIR.parent / 'kitti_synth_models'
+SYNTH_RANGE = (0, -20.48, -3, 40.96, 20.48, 1)
+
+
+@pytest.mark.parametrize('name, width', [('pointrcnn_8x_pointdistiller', 45), ('pointrcnn_16x_pointdistiller', 32)])
+def test_synthetic_pointrcnn_distillation_configs_step(name, width, kitti_infos_root, tiny_config_text, tmp_path):
+    """The synthetic set's PointRCNN distillation configs as shipped (4,096-point budget), on real KITTI frames of
+    the same range, with a random teacher."""
+    cfg_file = tmp_path / f'{name}.yaml'
+    cfg_file.write_text(tiny_config_text(SYNTH_DIR / f'{name}.yaml', kitti_infos_root, SYNTH_RANGE)
+                        + f'TEACHER:\n  CFG_FILE: {SYNTH_DIR / "pointrcnn.yaml"}\n  ALLOW_RANDOM_INIT: True\n')
+    cfg = cfg_from_yaml_file(str(cfg_file), EasyDict())
+    dataset, batch = kitti_batch(cfg, training=True)
+    torch.manual_seed(0)
+    distiller = build_distiller(cfg, build_network(cfg.MODEL, num_class=3, dataset=dataset), None,
+                                cfg_dir=str(tmp_path))
+    assert distiller.losses['PointDistillerLoss'].opts['WIDTH'] == width
+    assert distiller.student.backbone_3d.num_point_features == width
+    ret, tb_dict, _ = step(distiller, batch)
+    assert math.isfinite(ret['loss'].item()) and math.isfinite(tb_dict['distill/PointDistillerLoss'])

@@ -248,6 +248,15 @@ def unknown_key_messages(block, valid, where):
     return out
 
 
+def check_known_keys(block, valid, where, context=''):
+    """``ConfigUnknownKeyError`` listing every key of ``block`` not in ``valid`` with its nearest valid key;
+    ``context`` (a file, a loss block) starts the message."""
+    unknown = unknown_key_messages(block, valid, where)
+    if unknown:
+        prefix = f'{context}: ' if context else ''
+        raise ConfigUnknownKeyError(prefix + '; '.join(unknown))
+
+
 def check_config_keys(config, cfg_file='<config>'):
     """Unknown keys of a loaded config.
 

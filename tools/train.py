@@ -184,10 +184,10 @@ def main(argv=None):
     optimizer = build_optimizer(model, cfg.OPTIMIZATION)
     student = model.student if hasattr(model, 'student') else model
 
+    iters_per_epoch = len(train_loader)
     it, start_epoch, last_epoch = restore_or_start(args, cfg, model, optimizer, ckpt_dir, logger,
                                                    total_batch=args.batch_size * world_size,
-                                                   iters_per_epoch=len(train_loader), dist_train=dist_train)
-    iters_per_epoch = len(train_loader)
+                                                   iters_per_epoch=iters_per_epoch, dist_train=dist_train)
 
     model.train()
     if dist_train:

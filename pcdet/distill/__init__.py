@@ -124,13 +124,11 @@ def make_distiller(cfg, student, teacher, logger=None, teacher_info=None):
 def teacher_settings(cfg):
     """The ``TEACHER`` block with its defaults (``teacher.TEACHER_DEFAULTS``), checked once for both builders:
     unknown keys (with the nearest valid one) and MODE / BN values are errors."""
-    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+    from pcdet.config import check_known_keys
 
     from .teacher import TEACHER_DEFAULTS
     block = cfg.get('TEACHER') or {}
-    unknown = unknown_key_messages(block, TEACHER_DEFAULTS, 'TEACHER.')
-    if unknown:
-        raise ConfigUnknownKeyError('; '.join(unknown))
+    check_known_keys(block, TEACHER_DEFAULTS, 'TEACHER.')
     settings = dict(TEACHER_DEFAULTS, **block)
     for key in ('MODE', 'BN'):
         if settings[key] not in ('eval', 'train'):
@@ -140,11 +138,9 @@ def teacher_settings(cfg):
 
 def distill_losses(cfg):
     """``DISTILL.LOSSES`` (a non-empty list; ``DISTILL`` holds nothing else), checked once for both builders."""
-    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
+    from pcdet.config import check_known_keys
     distill = cfg.get('DISTILL') or {}
-    unknown = unknown_key_messages(distill, {'LOSSES'}, 'DISTILL.')
-    if unknown:
-        raise ConfigUnknownKeyError('; '.join(unknown))
+    check_known_keys(distill, {'LOSSES'}, 'DISTILL.')
     if not distill.get('LOSSES'):
         raise KeyError(f'DISTILL: needs a non-empty LOSSES list (got keys {sorted(distill)})')
     return distill['LOSSES']

@@ -47,6 +47,10 @@ class NonFiniteStateError(CheckpointError):
     """A state about to be saved holds NaN or inf values."""
 
 
+class ResumeMismatchError(CheckpointError):
+    """A checkpoint that loads but cannot continue this run (another total batch size)."""
+
+
 def unwrap_model(model):
     """Return the module inside a DistributedDataParallel / DataParallel wrapper (or the model itself)."""
     return model.module if hasattr(model, 'module') and isinstance(model.module, torch.nn.Module) else model
@@ -155,8 +159,6 @@ def save_checkpoint(state, filename='checkpoint'):
     except OSError:
         pass
     return filename
-
-
 
 
 def _current_umask():
@@ -305,10 +307,6 @@ def load_model_state(model, filename, strict=True, logger=None, map_location='cp
         logger.warning(match.describe(what).replace('\n', ';'))
     apply_match(model, match)
     return match
-
-
-class ResumeMismatchError(CheckpointError):
-    """A checkpoint that loads but cannot continue this run (another total batch size)."""
 
 
 def load_params_with_optimizer(model, filename, optimizer=None, logger=None, map_location='cpu', batch_size=None,

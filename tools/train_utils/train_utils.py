@@ -73,7 +73,6 @@ class NonFiniteGuard:
         checks += [torch.isfinite(b).all() for b in buffers if b.is_floating_point()]
         flag = torch.stack([c.to(loss.device) for c in checks]).all().to(torch.int32)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            flag = flag.to(loss.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item())
 
@@ -81,8 +80,10 @@ class NonFiniteGuard:
     def check_weights(model, accumulated_iter):
         """``NonFiniteTrainingError`` when a finite-looking step still overflowed a weight (a huge learning rate
         times a large gradient): there is nothing left to continue from."""
-        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
-        if bad:
+        named = list(model.named_parameters())
+        finite = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])   # one host sync per step
+        if not bool(finite.all()):
+            bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
             raise NonFiniteTrainingError(
                 f'training stopped at iteration {accumulated_iter}: the update made {len(bad)} weight tensor(s) '
                 f'NaN/inf ({bad[:3]}); the last checkpoint holds the last finite weights. Lower OPTIMIZATION.LR')

@@ -29,10 +29,8 @@ def resolve_options(loss_cfg, defaults, where):
     Returns:
         dict with every default key plus ``WEIGHT``; unknown keys raise ``KeyError`` listing the valid ones.
     """
-    from pcdet.config import ConfigUnknownKeyError, unknown_key_messages
-    unknown = unknown_key_messages(loss_cfg, set(defaults) | set(COMMON_KEYS), '')
-    if unknown:
-        raise ConfigUnknownKeyError(f'{where}: ' + '; '.join(unknown))
+    from pcdet.config import check_known_keys
+    check_known_keys(loss_cfg, set(defaults) | set(COMMON_KEYS), '', context=where)
     opts = copy.deepcopy(dict(defaults))
     for key, value in loss_cfg.items():
         if key not in ('NAME', 'TAG'):

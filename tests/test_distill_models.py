@@ -19,11 +19,18 @@ from pcdet.distill import build_distiller
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, 'tools', 'cfgs', 'kitti_synth_models')
-# voxel-based configs (the random batches below are voxels); the PointRCNN ones run on real KITTI points in
-# tests/test_pointrcnn_distill.py
-KD_CFGS = sorted(p for p in glob.glob(os.path.join(SYNTH, '*_pointdistiller.yaml'))
-                 if not os.path.basename(p).startswith('pointrcnn')) + [
+
+
+def voxelises(path):
+    """The config turns points into voxels (the random batches below are voxels); point-based ones (PointRCNN)
+    run on real KITTI points in tests/test_pointrcnn_distill.py."""
+    steps = cfg_from_yaml_file(path, EasyDict()).DATA_CONFIG.get('DATA_PROCESSOR', [])
+    return any(step.NAME == 'transform_points_to_voxels' for step in steps)
+
+
+KD_CFGS = sorted(p for p in glob.glob(os.path.join(SYNTH, '*_pointdistiller.yaml')) if voxelises(p)) + [
     os.path.join(SYNTH, f'pointpillar_4x_{m}.yaml') for m in ('fitnet', 'logit_kd', 'fg_mimic')]
+
 
 def load_cfg(path):
     cfg = EasyDict()

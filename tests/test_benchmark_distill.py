@@ -333,10 +333,6 @@ def test_plain_and_distilled_start_from_identical_weights(tmp_path, kitti_infos_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason='pcdet.datasets.build_dataloader shuffles with the global torch RNG, which '
-                   'the teacher and adapters built after the student advance: a distilled run sees another sample '
-                   'order than the plain run of its seed (fix: DataLoader(generator=torch.Generator().manual_seed('
-                   'seed)) when a seed is given)')
 def test_plain_and_distilled_runs_of_a_seed_see_the_same_sample_order(tmp_path, kitti_infos_root):
     tool = load_tool()
     plain_cfg, methods = tool.STUDENTS['PointPillars 4x'][1:]

@@ -25,7 +25,10 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
     Args:
         dataset_cfg: ``DATA_CONFIG``; ``DATASET`` names the class in ``__all__``.
         batch_size: per process. dist: use a ``DistributedSampler`` (shuffled in training, in order for eval).
-        workers: DataLoader worker processes. seed: worker ``i`` is seeded ``seed + i`` (None: not seeded).
+        workers: DataLoader worker processes. seed: worker ``i`` is seeded ``seed + i``, and the training shuffle
+            draws from its own generator seeded with ``seed`` (None: neither; the shuffle then draws from the global
+            torch RNG). The own generator keeps the sample order of a seed independent of whatever else consumed
+            the global RNG before (a distillation run builds a teacher and adapters that a plain run does not).
         merge_all_iters_to_one_epoch / total_epochs: one long epoch covering ``total_epochs`` passes.
     Returns:
         dataset, DataLoader (``collate_fn = dataset.collate_batch``), sampler (None when not distributed).
@@ -42,8 +45,10 @@ def build_dataloader(dataset_cfg, class_names, batch_size, dist, root_path=None,
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=training)
     else:
         sampler = None
+    shuffle = (sampler is None) and training
+    generator = torch.Generator().manual_seed(seed) if shuffle and seed is not None else None
     dataloader = DataLoader(
         dataset, batch_size=batch_size, pin_memory=torch.cuda.is_available(), num_workers=workers,
-        shuffle=(sampler is None) and training, collate_fn=dataset.collate_batch, drop_last=False, sampler=sampler,
+        shuffle=shuffle, collate_fn=dataset.collate_batch, drop_last=False, sampler=sampler, generator=generator,
         timeout=0, worker_init_fn=partial(common_utils.worker_init_fn, seed=seed))
     return dataset, dataloader, sampler

@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+from pcdet.utils.timing import format_spread, interleaved_rounds  # noqa: E402
 
 MODELS = (('teacher', 'pointpillar.yaml'), ('4x', 'pointpillar_4x.yaml'), ('16x', 'pointpillar_16x.yaml'))
 BACKENDS = ('pytorch', 'onnxruntime')
@@ -123,25 +123,6 @@ def setup_model(name, cfg_name, args, frames, out_dir):
     }
 
 
-def timed_rounds(models, rounds, frames):
-    """ms per frame of every (model, backend, mode): one list entry per round; order alternates per round."""
-    cells = [(m['name'], key) for m in models for key in m['fns']]
-    fns = {(m['name'], key): fn for m in models for key, fn in m['fns'].items()}
-    for cell in cells:
-        fns[cell]()                                   # warm-up: allocators, ORT's first run, numba NMS
-    times = {cell: [] for cell in cells}
-    for r in range(rounds):
-        for cell in (cells if r % 2 == 0 else cells[::-1]):
-            t0 = time.perf_counter()
-            fns[cell]()
-            times[cell].append((time.perf_counter() - t0) * 1000 / frames)
-    return times
-
-
-def fmt(samples):
-    return f'{statistics.median(samples):.1f} ({min(samples):.1f}-{max(samples):.1f})'
-
-
 def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -149,7 +130,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix='bench_deploy_') as tmp:
         models = [setup_model(name, cfg_name, args, frames, tmp) for name, cfg_name in MODELS]
         print(f'.. exported {len(models)} models; timing {args.rounds} rounds', file=sys.stderr, flush=True)
-        times = timed_rounds(models, args.rounds, len(frames))
+        fns = {(m['name'], key): fn for m in models for key, fn in m['fns'].items()}
+        times = {cell: [t * 1000 / len(frames) for t in samples]    # ms per frame, one entry per round
+                 for cell, samples in interleaved_rounds(fns, args.rounds).items()}
     import onnxruntime
     print(f'torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, {args.threads} thread(s), CPU; '
           f'{len(frames)} KITTI frames (camera FOV), batch 1; ms per frame: median (min-max) over {args.rounds} '
@@ -164,9 +147,10 @@ def main():
         t = {key: times[(m['name'], key)] for key in m['fns']}
         speed = {mode: statistics.median(t[('pytorch', mode)]) / statistics.median(t[('onnxruntime', mode)])
                  for mode in MODES}
+        cell = {key: format_spread(samples) for key, samples in t.items()}
         print(f'| {m["name"]} ({m["cfg"]}) | {m["weights"]} | {m["params"] / 1e6:.3f} | {m["onnx_mb"]:.2f} | '
-              f'{m["max_diff"]:.1e} | {fmt(t[("pytorch", "net")])} | {fmt(t[("onnxruntime", "net")])} | '
-              f'{speed["net"]:.2f}x | {fmt(t[("pytorch", "e2e")])} | {fmt(t[("onnxruntime", "e2e")])} | '
+              f'{m["max_diff"]:.1e} | {cell[("pytorch", "net")]} | {cell[("onnxruntime", "net")]} | '
+              f'{speed["net"]:.2f}x | {cell[("pytorch", "e2e")]} | {cell[("onnxruntime", "e2e")]} | '
               f'{speed["e2e"]:.2f}x |')
 
 

@@ -21,13 +21,13 @@ import glob
 import logging
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from pcdet.utils.timing import interleaved_rounds  # noqa: E402
 
 CONFIGS = {
     'synth': 'kitti_synth_models/pointpillar_4x_pointdistiller.yaml',
@@ -113,24 +113,6 @@ def to_device(batch, device):
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def timed_rounds(fns, reps, device):
-    """Median seconds per call of each closure in ``fns`` (name -> fn), measured in interleaved rounds (one
-    call of each per round) so that a slow phase of a shared machine hits all of them alike."""
-    for fn in fns.values():
-        fn()                                               # warm-up (allocator, lazy init, numba cache)
-    times = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == 'cuda':
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    return {name: float(np.median(t)) for name, t in times.items()}
-
-
 def train_step(model, batch, device):
     """A closure running one training step (forward, backward, Adam step) of ``model`` on ``batch``."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -176,7 +158,8 @@ def bench_config(name, rel_cfg, args, device, logger):
         for module in teacher.module_list:
             d = module(d)
     steps['teacher'] = teacher_fwd
-    results = timed_rounds(steps, args.reps, device)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else None
+    results = {name: float(np.median(t)) for name, t in interleaved_rounds(steps, args.reps, synchronize=sync).items()}
     pd = distillers[0].resolved['LOSSES'][0]
     results['pillars'] = int(batch['voxel_coords'].shape[0])
     results['N'], results['K'] = pd['NUM_NODES'], pd['K']

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+import benchmark_report as report  # noqa: E402
 # Student-t quantiles t(0.975, df), from a table: df 2 -> 4.302653, df 4 -> 2.776445
 T975 = {2: 4.302653, 4: 2.776445}
 
@@ -87,7 +89,7 @@ def test_paired_gains_pairs_by_seed():
         results[key('PointPillars 4x', 'plain', seed)] = run(p, 2 * p)
         results[key('PointPillars 4x', 'PointDistiller', seed)] = run(d, 2 * d)
     results[key('PointPillars 4x', 'FitNet', 7)] = run(9.0, 9.0)        # no plain run with seed 7: not paired, no row
-    rows = cells_of(tool.paired_gains(results))
+    rows = cells_of(report.paired_gains(results))
     assert len(rows) == 1
     cells = rows[0]
     # gains 3, 1, -1: mean +1.00, std 2.00, 2 better of 3; 95% CI 1 -+ 4.302653 * 2 / sqrt(3) = 1 -+ 4.968;
@@ -97,30 +99,29 @@ def test_paired_gains_pairs_by_seed():
     # BEV: gains 6, 2, -2: mean 2, std 4; CI 2 -+ 9.937; gap 20 - 10 = 10 -> 20%
     assert cells[8:] == ['+2.00 +- 4.00', '[-7.94, +11.94]', 'no', '20%']
     # the plain student's seed std (twice it was the earlier criterion): plain 4, 6, 5 -> std 1.00
-    plain = tool.aggregate({k: dict(v, params=1, gflops=1, latency_s=0, ap={}) for k, v in results.items()})
+    plain = report.aggregate({k: dict(v, params=1, gflops=1, latency_s=0, ap={}) for k, v in results.items()})
     assert 2 * plain[('PointPillars 4x', 'plain')]['map_3d'][1] == pytest.approx(2.00)
 
 
 def test_t_interval_hand_computed():
-    tool = load_tool()
     # 3 seeds (df 2): 3, 1, -1 -> mean 1, std 2, half width 4.302653 * 2 / sqrt(3) = 4.968275
-    mean, std, lo, hi = tool.t_interval([3.0, 1.0, -1.0])
+    mean, std, lo, hi = report.t_interval([3.0, 1.0, -1.0])
     assert (mean, std) == pytest.approx((1.0, 2.0))
     assert (lo, hi) == pytest.approx((1 - 4.968275, 1 + 4.968275), abs=1e-5)
     assert T975[2] * 2 / math.sqrt(3) == pytest.approx(4.968275, abs=1e-6)
     # 5 seeds (df 4): 1..5 -> mean 3, std sqrt(2.5) = 1.581139, half 2.776445 * 1.581139 / sqrt(5) = 1.963243
-    mean, std, lo, hi = tool.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    mean, std, lo, hi = report.t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert (mean, std) == pytest.approx((3.0, 1.581139), abs=1e-6)
     assert (lo, hi) == pytest.approx((1.036757, 4.963243), abs=1e-5)
     # one seed: no spread, no interval
-    mean, std, lo, hi = tool.t_interval([2.5])
+    mean, std, lo, hi = report.t_interval([2.5])
     assert mean == 2.5 and all(math.isnan(v) for v in (std, lo, hi))
 
 
 def test_shown_verdict_and_gap_closed_with_one_shared_teacher():
     tool = load_tool()
     key = tool.RunKey
-    assert [tool.shown(0.1, 2.0), tool.shown(-0.1, 2.0), tool.shown(-3.0, -0.5)] == ['yes', 'no', 'loss']
+    assert [report.shown(0.1, 2.0), report.shown(-0.1, 2.0), report.shown(-3.0, -0.5)] == ['yes', 'no', 'loss']
     # one teacher (seed 0, 3D 10.0) shared by five seeds; its curve points do not count as the teacher
     results = {key('PointPillars teacher', 'teacher', 0): run(10.0, 20.0),
                key('PointPillars teacher', 'teacher', 0, 4): run(2.0, 3.0)}
@@ -129,7 +130,7 @@ def test_shown_verdict_and_gap_closed_with_one_shared_teacher():
         results[key('PointPillars 4x', 'plain', seed)] = run(p, 2 * p)
         results[key('PointPillars 4x', 'FitNet', seed)] = run(p + g, 2 * p - g)   # BEV gains -1..-5
         results[key('PointPillars 4x', 'PointDistiller', seed)] = run(p + (g - 3.0), 2 * p)  # gains -2..+2
-    rows = {r['method']: r for r in tool.paired_stats(results)}
+    rows = {r['method']: r for r in report.paired_stats(results)}
     fit = rows['FitNet']['map_3d']
     # gains 1..5: mean 3 -> CI [1.04, 4.96] excludes zero: shown; 3 / 6 = 50% of the gap closed
     assert fit['shown'] == 'yes' and fit['better'] == 5 and fit['closed'] == pytest.approx(0.5)
@@ -138,7 +139,7 @@ def test_shown_verdict_and_gap_closed_with_one_shared_teacher():
     assert fit_bev['shown'] == 'loss' and fit_bev['closed'] == pytest.approx(-3 / 12)
     pd = rows['PointDistiller']['map_3d']
     assert pd['mean'] == pytest.approx(0.0) and pd['shown'] == 'no' and pd['better'] == 2
-    table = {c[1]: c for c in cells_of(tool.paired_gains(results))}
+    table = {c[1]: c for c in cells_of(report.paired_gains(results))}
     assert table['FitNet'][4:8] == ['+3.00 +- 1.58', '[+1.04, +4.96]', 'yes', '50%']
     assert table['FitNet'][8:] == ['-3.00 +- 1.58', '[-4.96, -1.04]', 'loss', '-25%']
 
@@ -147,20 +148,20 @@ def test_convergence_verdict_on_a_constructed_curve():
     tool = load_tool()
     # 16 epochs, checkpoints every 4: the last quarter is epoch 12 -> 16
     rising = [(4, 10.0, 20.0), (8, 20.0, 30.0), (12, 25.0, 34.0), (16, 27.5, 34.5)]
-    v = tool.convergence(rising)
+    v = report.convergence(rising)
     assert (v['ref_epoch'], v['end_epoch']) == (12, 16) and v['converged'] is False
     assert (v['gain_3d'], v['gain_bev']) == pytest.approx((2.5, 0.5))
     flat = rising[:3] + [(16, 25.9, 33.0)]               # +0.9 3D, -1.0 BEV: both below one point
-    assert tool.convergence(flat)['converged'] is True
+    assert report.convergence(flat)['converged'] is True
     # 10 epochs saved every 2: the latest point at or before 7.5 is epoch 6 (a conservative last "quarter")
-    assert tool.convergence([(2, 1, 1), (4, 2, 2), (6, 3, 3), (8, 3.5, 3.5), (10, 3.6, 3.6)])['ref_epoch'] == 6
-    assert tool.convergence([(8, 7.0, 15.0)])['converged'] is None     # only the final checkpoint
+    assert report.convergence([(2, 1, 1), (4, 2, 2), (6, 3, 3), (8, 3.5, 3.5), (10, 3.6, 3.6)])['ref_epoch'] == 6
+    assert report.convergence([(8, 7.0, 15.0)])['converged'] is None     # only the final checkpoint
     assert [tool.curve_interval(e) for e in (16, 8, 10, 2, 1, 7)] == [4, 2, 2, 1, 1, 1]
     # the curve is read back from the results: intermediate epochs plus the final evaluation's
     key = tool.RunKey
     results = {key('PointPillars teacher', 'teacher', 0, e): run(a, b) for e, a, b in rising[:3]}
     results[key('PointPillars teacher', 'teacher', 0)] = dict(run(27.5, 34.5), epochs=16)
-    assert tool.teacher_curves(results) == {('PointPillars teacher', 0): rising}
+    assert report.teacher_curves(results) == {('PointPillars teacher', 0): rising}
 
 
 def test_results_file_round_trip_and_old_layout(tmp_path):

@@ -1,6 +1,7 @@
 """tools/benchmark_distill.py: argument resolution (which runs it reuses, where another schedule goes), the
 statistics (t intervals, the "shown" verdict, gap closed, teacher convergence) on hand-computed results, the stage
 cache (one teacher for every seed, finished stages not rerun), pairing of plain and distilled runs, the budget."""
+import hashlib
 import importlib.util
 import math
 import os
@@ -26,29 +27,55 @@ def load_tool():
     return mod
 
 
-def test_quick_defaults_reuse_the_quickstart_runs():
+def test_quick_defaults_reuse_the_quickstart_runs(tmp_path):
     tool = load_tool()
     args = tool.parse_args(['--quick', '--seeds', '0', '1'])
-    from quickstart import PRESETS  # tools/ is on sys.path once the tool is loaded
-    preset = PRESETS['full']
-    assert args.schedule['PointPillars'] == (preset['teacher_epochs'], preset['student_epochs'])
+    import quickstart  # tools/ is on sys.path once the tool is loaded
+    preset = quickstart.PRESETS['full']
+    assert args.schedule['PointPillars'] == (preset['teacher_epochs'], preset['student_epochs']) == (24, 8)
     assert (args.num_train, args.num_val) == (preset['num_train'], preset['num_val'])
     assert args.students == ['PointPillars 4x'] and args.data_path.endswith('kitti_synth')
-    assert [tool.run_tag(args, s) for s in (0, 1)] == ['quickstart', 'quickstart_seed1']
-    # the shared teacher is the quickstart's own (seed 0)
-    assert tool.run_tag(args, args.teacher_seed, teacher=True) == 'quickstart'
+    assert [tool.run_tag(args, s) for s in (0, 1)] == ['quickstart_e24-8_seed0', 'quickstart_e24-8_seed1']
+    assert tool.run_tag(args, args.teacher_seed, teacher=True) == 'quickstart_e24_seed0'
+    # the quickstart that trains its teacher runs exactly these folders (each reuses the other's runs)
+    qargs = quickstart.parse_args(['--train_teacher', '--seeds', '0', '1'])
+    qargs.out_dir = tmp_path
+    q = quickstart.benchmark_args(qargs, preset, Path(args.data_path), None)
+    assert [tool.run_tag(q, s) for s in (0, 1)] == [tool.run_tag(args, s) for s in (0, 1)]
+    assert tool.run_tag(q, 0, teacher=True) == tool.run_tag(args, 0, teacher=True)
 
 
 def test_quick_with_other_students_and_schedule():
     tool = load_tool()
     args = tool.parse_args(['--quick', '--students', 'PointPillars 16x', 'SECOND 4x'])
-    assert args.students == ['PointPillars 16x', 'SECOND 4x'] and tool.run_tag(args, 0) == 'quickstart'
-    # another schedule must not find (and silently reuse) the quickstart's 8-epoch checkpoints
+    assert args.students == ['PointPillars 16x', 'SECOND 4x']
+    assert tool.run_tag(args, 0, 'SECOND') == 'quickstart_e24-8_seed0'
+    # another schedule must not find (and silently reuse) the 8-epoch students; the 24-epoch teacher is shared
     args = tool.parse_args(['--quick', '--teacher_epochs', '24', '--student_epochs', '16'])
     assert (args.teacher_epochs, args.student_epochs) == (24, 16) and args.num_train == 240
     assert args.schedule['PointPillars'] == (24, 16)
-    assert tool.run_tag(args, 0) == 'quick_e24-16_seed0' and tool.run_tag(args, 2) == 'quick_e24-16_seed2'
-    assert tool.run_tag(args, 0, teacher=True) == 'quick_e24_seed0'   # shared by every student schedule
+    assert tool.run_tag(args, 0) == 'quickstart_e24-16_seed0' and tool.run_tag(args, 2) == 'quickstart_e24-16_seed2'
+    assert tool.run_tag(args, 0, teacher=True) == 'quickstart_e24_seed0'
+
+
+def test_a_given_teacher_replaces_the_teacher_training(tmp_path):
+    tool = load_tool()
+    teacher = tmp_path / 'teacher.pth'
+    teacher.write_bytes(b'not read by the plan')
+    sha = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    args = tool.parse_args(['--quick', '--seeds', '0', '1', '--methods', 'PointDistiller', '--teacher_ckpt',
+                            str(teacher), '--out', str(tmp_path / 'out')])
+    # students distilled from a given file are named by its hash: another file cannot be taken for it
+    assert tool.run_tag(args, 1) == f'quickstart_t{sha[:8]}-8_seed1'
+    stages = tool.plan(args, {}, tmp_path / 'out', runs_root=tmp_path / 'runs')
+    todo = tool.pending(stages)
+    trains = [s for s in stages if s.kind == 'train' and s.name in todo]
+    assert sorted(s.info['method'] for s in trains) == ['PointDistiller', 'PointDistiller', 'plain', 'plain']
+    assert all(s.info['teacher'] in (None, teacher) for s in trains)
+    evals = [s.name for s in stages if s.kind == 'eval']
+    assert [e for e in evals if 'teacher' in e] == ['eval PointPillars teacher teacher seed 0']   # no curve
+    with pytest.raises(SystemExit):   # one teacher cannot serve two detector families
+        tool.parse_args(['--quick', '--students', 'PointPillars 4x', 'SECOND 4x', '--teacher_ckpt', str(teacher)])
 
 
 def test_full_defaults():

@@ -1,6 +1,8 @@
-"""The quickstart pipeline end to end at a tiny size: synthetic set -> infos -> teacher -> plain and distilled 4x
-students -> evaluation table; then a rerun reuses every finished stage."""
+"""The quickstart end to end at a tiny size: synthetic set -> infos -> teacher (trained, or the shipped checkpoint)
+-> plain and distilled 4x students for two seeds -> evaluation, interleaved timing, the table and the gain paired
+by seed; a rerun reuses every finished stage; the shipped teacher is checked by its sha256."""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -10,8 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / 'tools'))
+import quickstart  # noqa: E402
+
 OUT_MODELS = ROOT / 'output' / 'kitti_synth_models'
 STAGES = ('pointpillar', 'pointpillar_4x', 'pointpillar_4x_pointdistiller')
+LABELS = ('teacher PointPillars', '4x student', '4x student + PointDistiller')
 
 
 @pytest.fixture
@@ -19,41 +25,78 @@ def tag():
     tag = f'pytest_quickstart_{os.getpid()}'
     yield tag
     for stage in STAGES:
-        shutil.rmtree(OUT_MODELS / stage / tag, ignore_errors=True)
+        for folder in (OUT_MODELS / stage).glob(f'{tag}_*'):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_quickstart(tmp_path, tag):
-    cmd = [sys.executable, str(ROOT / 'tools' / 'quickstart.py'), '--tiny', '--workers', '0',
-           '--data_path', str(tmp_path / 'kitti_synth'), '--extra_tag', tag, '--out', str(tmp_path / 'out')]
-    ret = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+def run_quickstart(tmp_path, tag, *extra):
+    cmd = [sys.executable, str(ROOT / 'tools' / 'quickstart.py'), '--tiny', '--workers', '1',
+           '--data_path', str(tmp_path / 'kitti_synth'), '--extra_tag', tag, '--out', str(tmp_path / 'out'), *extra]
+    ret = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert ret.returncode == 0, ret.stdout[-3000:] + ret.stderr[-3000:]
     return ret.stdout
 
 
-@pytest.mark.timeout(1200)
-def test_quickstart_tiny_end_to_end_and_reuse(tmp_path, tag):
-    out = run_quickstart(tmp_path, tag)
-
-    # the dataset, its infos and the three checkpoints exist
-    assert (tmp_path / 'kitti_synth' / 'kitti_infos_val.pkl').exists()
-    ckpts = [OUT_MODELS / s / tag / 'ckpt' / 'checkpoint_epoch_1.pth' for s in STAGES]
-    assert all(c.exists() for c in ckpts), ckpts
-
-    # the printed table has one row per model, and the same table and numbers are saved
-    for label in ('teacher PointPillars', '4x student', '4x student + PointDistiller'):
-        assert f'| {label} |' in out
-    table = (tmp_path / 'out' / 'quickstart_table.md').read_text()
-    assert '| model | params (M) | GFLOPs | CPU ms/frame (network + NMS) | mAP 3D (mod.) | mAP BEV (mod.) |' in table
-    rows = {r['label']: r for r in json.loads((tmp_path / 'out' / 'quickstart_results.json').read_text())['rows']}
-    teacher, plain, kd = rows['teacher PointPillars'], rows['4x student'], rows['4x student + PointDistiller']
+def check_table_and_results(out_dir, stdout, seeds):
+    for label in LABELS:
+        assert f'| {label} |' in stdout
+    table = (out_dir / 'quickstart_table.md').read_text()
+    assert '| model | params (M) | GFLOPs | CPU ms/frame: network, median (min-max) | NMS ms | seeds |' in table
+    assert '## Paired by seed: gain over the plain student' in table
+    assert f'| PointPillars 4x | PointDistiller | {seeds} | ' in table
+    rows = {r['label']: r for r in json.loads((out_dir / 'quickstart_results.json').read_text())['rows']}
+    teacher, plain, kd = (rows[label] for label in LABELS)
     assert plain['params'] == kd['params'] and 3.5 < teacher['params'] / plain['params'] < 4.5
     assert teacher['gflops'] > plain['gflops'] > 0
-    assert all(r['latency_s'] > 0 and r['post_s'] > 0 for r in rows.values())
-    for r in rows.values():
-        assert 'Car_3d/moderate_R40' in r['ap'] and 0.0 <= r['map_bev'] <= 100.0
+    assert (teacher['n'], plain['n'], kd['n']) == (1, seeds, seeds)
+    for r in rows.values():   # one timing per interleaved round
+        assert len(r['net_ms']) == len(r['post_ms']) == 15 and min(r['net_ms']) > 0
+        assert 'Car_3d/moderate_R40' in r['ap'] and 0.0 <= r['map_bev'][0] <= 100.0
+    assert (out_dir / 'BENCHMARK.md').exists() and (out_dir / 'paired_gains.png').exists()
 
-    # a rerun reuses the set and every checkpoint: nothing is generated or trained again
+
+@pytest.mark.timeout(1200)
+def test_quickstart_tiny_trains_and_ships_a_teacher(tmp_path, tag):
+    shipped = tmp_path / 'teacher.pth'
+    out = run_quickstart(tmp_path, tag, '--train_teacher', '--ship_teacher', str(shipped))
+    assert (tmp_path / 'kitti_synth' / 'kitti_infos_val.pkl').exists()
+    check_table_and_results(tmp_path / 'out', out, seeds=2)
+    # the shipped file: the teacher's weights only, the sha256 printed, strictly loadable into the teacher config
+    assert f'sha256 {quickstart.sha256_of(shipped)}' in out
+    import torch
+
+    from pcdet.utils import checkpoint_utils
+    state = checkpoint_utils.load_checkpoint(str(shipped))
+    assert 'optimizer_state' not in state
+    trained = checkpoint_utils.load_checkpoint(str(next((OUT_MODELS / 'pointpillar').glob(f'{tag}_e1_seed0'))
+                                                   / 'ckpt' / 'checkpoint_epoch_1.pth'))
+    assert state['model_state'].keys() == trained['model_state'].keys()
+    assert all(torch.equal(state['model_state'][k], v) for k, v in trained['model_state'].items())
+
+
+@pytest.mark.timeout(1200)
+def test_quickstart_tiny_with_the_shipped_teacher_and_reuse(tmp_path, tag):
+    out = run_quickstart(tmp_path, tag)
+    check_table_and_results(tmp_path / 'out', out, seeds=2)
+    sha = quickstart.sha256_of(quickstart.SHIPPED_TEACHER)
+    ckpts = sorted((OUT_MODELS / s / f'{tag}_t{sha[:8]}-1_seed{seed}' / 'ckpt' / 'checkpoint_epoch_1.pth')
+                   for s in STAGES[1:] for seed in (0, 1))
+    assert all(c.exists() for c in ckpts), ckpts
+    assert not list((OUT_MODELS / 'pointpillar').glob(f'{tag}_*'))   # no teacher trained
+    # a rerun reuses the set, every checkpoint and every evaluation
     mtimes = [c.stat().st_mtime_ns for c in ckpts]
     out2 = run_quickstart(tmp_path, tag)
-    assert 'reused' in out2 and out2.count('not retrained') == 3
+    assert 'reused' in out2 and re.search(r'benchmark --run quick: 0 of \d+ stages to run', out2)
+    assert ' start ' not in out2
     assert [c.stat().st_mtime_ns for c in ckpts] == mtimes
+
+
+def test_a_changed_shipped_teacher_is_refused(tmp_path):
+    copy = tmp_path / 'teacher.pth'
+    copy.write_bytes(quickstart.SHIPPED_TEACHER.read_bytes()[:-1])
+    with pytest.raises(SystemExit, match='sha256 .* the shipped teacher has'):
+        quickstart.shipped_teacher(copy, quickstart.SHIPPED_TEACHER_SHA256)
+    with pytest.raises(SystemExit, match='missing'):
+        quickstart.shipped_teacher(tmp_path / 'absent.pth', quickstart.SHIPPED_TEACHER_SHA256)
+    assert quickstart.shipped_teacher() == quickstart.SHIPPED_TEACHER   # the shipped file has the recorded hash

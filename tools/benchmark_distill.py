@@ -120,8 +120,8 @@ def quick_preset():
     """The quickstart's data and schedule (its teacher and seed-0 students are reused)."""
     from quickstart import PRESETS
     q = PRESETS['full']
-    return Preset(('PointPillars 4x',), (0,), q['num_train'], q['num_val'], 'data/kitti_synth', 'quick',
-                  {f: (q['teacher_epochs'], q['student_epochs']) for f in TEACHERS})
+    return Preset(('PointPillars 4x',), tuple(q['seeds']), q['num_train'], q['num_val'], 'data/kitti_synth',
+                  'quickstart', {f: (q['teacher_epochs'], q['student_epochs']) for f in TEACHERS})
 
 
 def parse_args(argv=None):
@@ -141,6 +141,9 @@ def parse_args(argv=None):
     p.add_argument('--num_val', type=int, default=None)
     p.add_argument('--data_path', default=None, help="the synthetic set (default: the run's; generated when missing)")
     p.add_argument('--teacher_seed', type=int, default=0)
+    p.add_argument('--teacher_ckpt', default=None,
+                   help="a trained teacher shared by every student (the run's one detector family): its training "
+                        'and curve are skipped, its final evaluation is not')
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='training device')
     p.add_argument('--jobs', type=int, default=2, help='stages run at once')
     p.add_argument('--threads', type=int, default=None, help='threads per stage (default 1 on CPU, 4 with CUDA)')
@@ -166,7 +169,6 @@ def parse_args(argv=None):
     args.out = str(Path(args.out).resolve()) if args.out else \
         str(ROOT / 'output' / ('benchmark' if args.tag_prefix == 'bench' else f'benchmark_{args.tag_prefix}'))
     args.explicit_schedule = (args.teacher_epochs, args.student_epochs, args.epochs_scale) != (None, None, 1.0)
-    args.quickstart_tags = args.run == 'quick' and not (args.explicit_schedule or other_data)
     args.schedule = {}
     for family, (te, se) in preset.schedule.items():
         te, se = args.teacher_epochs or te, args.student_epochs or se
@@ -175,19 +177,38 @@ def parse_args(argv=None):
         import torch
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.threads = args.threads or (1 if args.device == 'cpu' else 4)
+    args.teacher_sha = None
+    if args.teacher_ckpt:
+        args.teacher_ckpt = Path(args.teacher_ckpt).resolve()
+        if len(families(args)) != 1:
+            p.error(f'--teacher_ckpt: one teacher for one detector family, the students {args.students} need '
+                    f'{families(args)}')
+        if not args.teacher_ckpt.is_file():
+            p.error(f'--teacher_ckpt: {args.teacher_ckpt} is not a file')
+        args.teacher_sha = file_sha256(args.teacher_ckpt)
     args.workers = (0 if args.device == 'cpu' else 4) if args.workers is None else args.workers
     return args
 
 
 def run_tag(args, seed, family='PointPillars', teacher=False):
     """Output folder tag of a training: ``<prefix>_e<teacher epochs>[-<student epochs>][_t<teacher seed>]_seed<seed>``
-    (the prefix names the frame count when it is not the run's): a student's tag names its teacher too. The quick
-    run on the quickstart's data and schedule uses the quickstart's tags (seed 0: its own runs, not repeated)."""
-    if args.quickstart_tags:
-        return 'quickstart' if seed == 0 else f'quickstart_seed{seed}'
+    (the prefix names the frame count when it is not the run's): a student's tag names its teacher too; with
+    ``--teacher_ckpt`` a student's tag is ``<prefix>_t<first 8 hex digits of the file's sha256>-<epochs>_seed<seed>``.
+    The quick run and the quickstart share the prefix ``quickstart``, so each reuses the other's runs."""
     te, se = args.schedule[family]
+    if args.teacher_sha and not teacher:   # a given teacher: named by its file's hash, not by a schedule
+        return f'{args.tag_prefix}_t{args.teacher_sha[:8]}-{se}_seed{seed}'
     student = '' if teacher else f'-{se}' + (f'_t{args.teacher_seed}' if args.teacher_seed else '')
     return f'{args.tag_prefix}_e{te}{student}_seed{seed}'
+
+
+def file_sha256(path):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def families(args):
@@ -255,6 +276,11 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
     stages, teacher_stage = [], {}
     for family in families(args):
         cfg, (te, _) = TEACHERS[family], args.schedule[family]
+        if args.teacher_ckpt:
+            teacher_stage[family] = given_teacher_stage(args, family)
+            key = RunKey(f'{family} teacher', 'teacher', args.teacher_seed)
+            stages += [teacher_stage[family], eval_stage(args, key, cfg, args.teacher_ckpt, 0, results, out)]
+            continue
         interval = curve_interval(te)
         tag = run_tag(args, args.teacher_seed, family, teacher=True)
         ckpts = run_dir(cfg, tag, runs_root) / 'ckpt'
@@ -287,6 +313,14 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
                 stages.append(eval_stage(args, RunKey(student, method, seed), plain_cfg, train.info['final'], se,
                                          results, out, deps=(train.name,)))
     return stages
+
+
+def given_teacher_stage(args, family):
+    """The ``--teacher_ckpt`` teacher as a finished training stage (nothing to run; its file is the final)."""
+    path = args.teacher_ckpt
+    return Stage(f'given teacher {path}', 'train', [], lambda: True, priority=1,
+                 info=dict(model=f'{family} teacher', method='teacher', seed=args.teacher_seed, final=path, steps=0,
+                           cfg=TEACHERS[family].stem, init=None, teacher=None))
 
 
 def train_stage(args, cfg, epochs, seed, tag, ckpts, ckpt_interval, init=None, teacher=None, priority=0, info=None):
@@ -485,7 +519,8 @@ def prepare_data(args):
 def protocol_config(args):
     """What the results in one ``--out`` must share: data, tag prefix, teacher seed and each family's schedule."""
     return dict(num_train=args.num_train, num_val=args.num_val, tag_prefix=args.tag_prefix,
-                teacher_seed=args.teacher_seed, schedule={f: list(args.schedule[f]) for f in families(args)})
+                teacher_seed=args.teacher_seed, teacher_sha256=args.teacher_sha,
+                schedule={f: list(args.schedule[f]) for f in families(args)})
 
 
 def load_protocol(args, out):
@@ -495,7 +530,7 @@ def load_protocol(args, out):
     protocol = json.loads(path.read_text()) if path.exists() else {'runs': {}}
     old, new = protocol.get('config'), protocol_config(args)
     if old is not None:
-        differ = [k for k in new if k != 'schedule' and old[k] != new[k]]
+        differ = [k for k in new if k != "schedule" and old.get(k) != new[k]]
         differ += [f'{f} schedule' for f in new['schedule'] if f in old['schedule'] and
                    old['schedule'][f] != new['schedule'][f]]
         if differ:
@@ -506,15 +541,10 @@ def load_protocol(args, out):
     return protocol
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    if args.eval_one:
-        from report_utils import evaluate_checkpoint
-        cfg, ckpt, json_file = args.eval_one
-        t0 = time.time()
-        result = evaluate_checkpoint(cfg, ckpt, args.data_path, workers=args.workers)
-        write_json(dict(result, eval_s=time.time() - t0), json_file)
-        return
+def run_protocol(args):
+    """Plan the run, execute its pending stages and write the report; returns ``(results, finals)``: ``{RunKey:
+    result}`` of every evaluation in ``args.out`` and ``{(model, method, seed): final checkpoint}`` of this run's
+    trainings (None with ``--dry_run``, which prints the plan)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     protocol = load_protocol(args, out)
@@ -528,8 +558,8 @@ def main(argv=None):
            if args.device == 'cpu' else 'no time prediction for CUDA'), flush=True)
     if args.dry_run:
         print('\n'.join(s.name for s in stages if s.name in todo))
-        return
-    protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path),
+        return None
+    protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path, batch=BATCH),
                     teacher_seed=args.teacher_seed, val_counts=prepare_data(args))
     wall = protocol['runs'].get(args.run, {}).get('wall_s', 0.0)
     protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=args.methods,
@@ -550,8 +580,21 @@ def main(argv=None):
                 ('4x + PointDistiller', plain_cfg, ('PointPillars 4x', 'PointDistiller', args.seeds[0]))]
     if all(key in finals and finals[key].exists() for _, _, key in examples):
         bev_examples([(label, cfg, finals[key]) for label, cfg, key in examples], args.data_path,
-                     out / 'bev_examples.png')
-    print((out / 'BENCHMARK.md').read_text())
+                     out / 'bev_examples.png', frames=tuple(range(min(3, args.num_val))))
+    return results, finals
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.eval_one:
+        from report_utils import evaluate_checkpoint
+        cfg, ckpt, json_file = args.eval_one
+        t0 = time.time()
+        result = evaluate_checkpoint(cfg, ckpt, args.data_path, workers=args.workers)
+        write_json(dict(result, eval_s=time.time() - t0), json_file)
+        return
+    if run_protocol(args) is not None:
+        print((Path(args.out) / 'BENCHMARK.md').read_text())
 
 
 if __name__ == '__main__':

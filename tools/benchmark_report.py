@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from report_utils import mean_std
 
 METHOD_ORDER = ['plain', 'PointDistiller', 'PointDistiller frozen T-GCN', 'FitNet', 'logit KD', 'FG mimic']
 CONVERGED_GAIN = 1.0  # mAP points over the last quarter of the teacher's schedule
@@ -191,13 +192,6 @@ def convergence_lines(results):
         lines.append(f'| {model} | {seed} | {points} | {v["gain_3d"]:+.2f} / {v["gain_bev"]:+.2f} (epoch '
                      f'{v["ref_epoch"]} -> {v["end_epoch"]}) | {verdict} |')
     return lines + ['']
-
-
-def mean_std(pair, sign=False):
-    """'mean +- std' (the mean alone for one seed)."""
-    mean, std = pair
-    text = f'{mean:+.2f}' if sign else f'{mean:.2f}'
-    return text if math.isnan(std) else f'{text} +- {std:.2f}'
 
 
 def write_report(results, out, protocol=None):

@@ -1,49 +1,46 @@
-"""Quickstart: distil a 4x PointPillars student on the embedded synthetic set and print the comparison table.
+"""Quickstart: distil a 4x PointPillars student on the embedded synthetic set and print the comparison.
 
 Stages (each reused when rerun, so an interrupted quickstart continues where it stopped):
   1. generate the synthetic KITTI-format set (``pcdet.datasets.synthetic.generate``) and its infos;
-  2. train the teacher (``kitti_synth_models/pointpillar.yaml``) with ``tools/train.py``;
-  3. train the 4x student without distillation (``pointpillar_4x.yaml``);
-  4. train the 4x student with PointDistiller (``pointpillar_4x_pointdistiller.yaml --teacher_ckpt ...``);
-  5. evaluate the three checkpoints (KITTI metric, R40) and measure parameters, GFLOPs and CPU latency.
+  2. the teacher (``kitti_synth_models/pointpillar.yaml``): the checkpoint shipped in ``checkpoints/`` (its sha256
+     is checked), or trained here with ``--train_teacher``;
+  3. for every seed, the 4x student without distillation (``pointpillar_4x.yaml``) and with PointDistiller
+     (``pointpillar_4x_pointdistiller.yaml``), both from the seed's initial weights and sample order, two trainings
+     at a time (tools/benchmark_distill.py's stages: the benchmark's protocol at the quickstart's size);
+  4. evaluate every checkpoint (KITTI metric, R40), time the networks in interleaved rounds, and print the table
+     and the gain of PointDistiller over the plain student paired by seed, with its 95% interval.
 
 Usage (from anywhere): ``python tools/quickstart.py`` (the README's ``make quickstart`` runs it in the venv).
-``--tiny`` shrinks every stage to seconds; the test suite runs it that way.
+``--tiny`` shrinks every stage to seconds; the test suite runs it that way. The shipped teacher was made with
+``python tools/quickstart.py --train_teacher --ship_teacher checkpoints/quickstart_teacher_pointpillar.pth``.
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG_DIR = ROOT / 'tools' / 'cfgs' / 'kitti_synth_models'
 sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
 
-# Sizes of the two modes. 'full' is tuned to finish in about 20 minutes on 2 CPU cores.
+# Sizes of the two modes; 'full' fits in about 20 minutes on 2 CPU cores with the shipped teacher, install included
+# (the teacher's 24 epochs add about 15 minutes with --train_teacher).
 PRESETS = {
-    'full': dict(num_train=240, num_val=80, teacher_epochs=8, student_epochs=8, batch_size=4),
-    'tiny': dict(num_train=4, num_val=2, teacher_epochs=1, student_epochs=1, batch_size=2),
+    'full': dict(num_train=240, num_val=80, teacher_epochs=24, student_epochs=8, seeds=(0, 1, 2)),
+    'tiny': dict(num_train=4, num_val=2, teacher_epochs=1, student_epochs=1, seeds=(0, 1)),
 }
-
-class QuickModel(NamedTuple):
-    """One row of the quickstart: what to train and with which config to evaluate it."""
-    label: str
-    train_cfg: str            # config file in tools/cfgs/kitti_synth_models
-    eval_cfg: str             # a distilled student evaluates as its plain student (the checkpoint holds it only)
-    is_teacher: bool = False  # trained first; its checkpoint teaches the distilled rows
-    distilled: bool = False   # needs --teacher_ckpt
-
-
-MODELS = [
-    QuickModel('teacher PointPillars', 'pointpillar.yaml', 'pointpillar.yaml', is_teacher=True),
-    QuickModel('4x student', 'pointpillar_4x.yaml', 'pointpillar_4x.yaml'),
-    QuickModel('4x student + PointDistiller', 'pointpillar_4x_pointdistiller.yaml', 'pointpillar_4x.yaml',
-               distilled=True),
-]
+DATA_SEED = 0   # the synthetic set's seed: the shipped teacher was trained on its training split
+SHIPPED_TEACHER = ROOT / 'checkpoints' / 'quickstart_teacher_pointpillar.pth'
+SHIPPED_TEACHER_SHA256 = None   # filled in when the shipped teacher is written (README: "Quickstart")
+STUDENT = 'PointPillars 4x'
+# table rows: (label, benchmark model, benchmark method, config the checkpoint is evaluated and timed with)
+ROWS = [('teacher PointPillars', 'PointPillars teacher', 'teacher', 'pointpillar.yaml'),
+        ('4x student', STUDENT, 'plain', 'pointpillar_4x.yaml'),
+        ('4x student + PointDistiller', STUDENT, 'PointDistiller', 'pointpillar_4x.yaml')]
 
 
 def parse_args(argv=None):
@@ -51,11 +48,20 @@ def parse_args(argv=None):
     p.add_argument('--tiny', action='store_true', help='a few frames and one epoch per model (for tests)')
     p.add_argument('--data_path', default=None, help='where the synthetic set lives (default data/kitti_synth, '
                                                      'data/kitti_synth_tiny with --tiny)')
-    p.add_argument('--extra_tag', default=None, help='output sub-folder tag (default quickstart / quickstart_tiny)')
-    p.add_argument('--workers', type=int, default=2)
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--out', default=None, help='where the table is written (default output/quickstart[_tiny])')
-    return p.parse_args(argv)
+    p.add_argument('--extra_tag', default=None, help='output folder tags start with it (default quickstart / '
+                                                     'quickstart_tiny)')
+    p.add_argument('--workers', type=int, default=2, help='processes generating the synthetic set')
+    p.add_argument('--seeds', type=int, nargs='+', default=None, help="students' seeds (default 0 1 2; tiny 0 1)")
+    p.add_argument('--jobs', type=int, default=2, help='trainings at once (one thread each)')
+    p.add_argument('--train_teacher', action='store_true', help='train the teacher here instead of using the '
+                                                                'shipped checkpoint')
+    p.add_argument('--ship_teacher', default=None, metavar='PATH',
+                   help='write the trained teacher (weights only) to PATH and print its sha256 (with --train_teacher)')
+    p.add_argument('--out', default=None, help='tables, results and figures (default output/quickstart[_tiny])')
+    args = p.parse_args(argv)
+    if args.ship_teacher and not args.train_teacher:
+        p.error('--ship_teacher writes the teacher this run trains: add --train_teacher')
+    return args
 
 
 def stage(msg):
@@ -63,7 +69,7 @@ def stage(msg):
 
 
 def run(cmd):
-    """Run a command, streaming its output (its tqdm bars included); a failure stops the quickstart."""
+    """Run a command, streaming its output; a failure stops the quickstart."""
     print('$ ' + ' '.join(str(c) for c in cmd), flush=True)
     ret = subprocess.run([str(c) for c in cmd], cwd=ROOT)
     if ret.returncode != 0:
@@ -87,29 +93,68 @@ def ensure_dataset(data_path, preset, seed, workers):
          '--workers', workers])
 
 
-def ckpt_dir(cfg_name, extra_tag):
-    return ROOT / 'output' / 'kitti_synth_models' / Path(cfg_name).stem / extra_tag / 'ckpt'
+def sha256_of(path):
+    with open(path, 'rb') as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
-def ensure_trained(cfg_name, epochs, batch_size, data_path, extra_tag, workers, teacher_ckpt=None, seed=None):
-    """Train ``cfg_name`` with tools/train.py unless its final checkpoint exists; return the checkpoint path."""
-    final = ckpt_dir(cfg_name, extra_tag) / f'checkpoint_epoch_{epochs}.pth'
-    if final.exists():
-        print(f'{final.relative_to(ROOT)} exists: not retrained')
-        return final
-    cmd = [sys.executable, ROOT / 'tools' / 'train.py', '--cfg_file', CFG_DIR / cfg_name,
-           '--epochs', epochs, '--workers', workers, '--extra_tag', extra_tag, '--fix_random_seed',
-           '--num_epochs_to_eval', 0, '--ckpt_save_interval', epochs]
-    if batch_size is not None:
-        cmd += ['--batch_size', batch_size]
-    if seed is not None:
-        cmd += ['--seed', seed]
-    if teacher_ckpt is not None:
-        cmd += ['--teacher_ckpt', teacher_ckpt]
-    run(cmd + ['--set', 'DATA_CONFIG.DATA_PATH', str(data_path)])
-    if not final.exists():
-        raise SystemExit(f'quickstart: training finished but {final} was not written')
-    return final
+def shipped_teacher(path=SHIPPED_TEACHER, expected=SHIPPED_TEACHER_SHA256):
+    """The shipped teacher checkpoint, after checking its sha256 (a changed or truncated file is refused)."""
+    if not Path(path).is_file():
+        raise SystemExit(f'quickstart: the shipped teacher {path} is missing; restore it (git checkout -- {path}) '
+                         'or train one with --train_teacher')
+    found = sha256_of(path)
+    if expected is not None and found != expected:
+        raise SystemExit(f'quickstart: {path} has sha256 {found}, the shipped teacher has {expected}; restore it '
+                         f'(git checkout -- {path}) or train one with --train_teacher')
+    return Path(path)
+
+
+def ship_teacher(ckpt, path):
+    """Write the weights of teacher checkpoint ``ckpt`` (no optimizer state) to ``path``; return its sha256."""
+    from pcdet.utils import checkpoint_utils
+    state = checkpoint_utils.load_checkpoint(ckpt)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_utils.save_checkpoint({k: state[k] for k in ('model_state', 'epoch', 'version') if k in state},
+                                     str(path))
+    return sha256_of(path)
+
+
+def benchmark_args(args, preset, data_path, teacher_ckpt):
+    """tools/benchmark_distill.py's arguments for the quickstart: its data, schedule, seeds and teacher, the plain
+    and the PointDistiller 4x student."""
+    import benchmark_distill
+    argv = ['--run', 'quick', '--methods', 'PointDistiller', '--data_path', str(data_path),
+            '--num_train', str(preset['num_train']), '--num_val', str(preset['num_val']),
+            '--teacher_epochs', str(preset['teacher_epochs']), '--student_epochs', str(preset['student_epochs']),
+            '--seeds', *map(str, args.seeds or preset['seeds']), '--jobs', str(args.jobs),
+            '--tag_prefix', args.extra_tag or ('quickstart_tiny' if args.tiny else 'quickstart'),
+            '--out', str(args.out_dir), '--device', 'cpu']
+    return benchmark_distill.parse_args(argv + (['--teacher_ckpt', str(teacher_ckpt)] if teacher_ckpt else []))
+
+
+def table_rows(results, bench, latency):
+    """One row per model: size, cost, (mean, std) over seeds of mAP and every AP, the timing rounds."""
+    from benchmark_report import aggregate
+    agg = aggregate(results)
+    rows = []
+    for label, model, method, _ in ROWS:
+        a = agg[(model, method)]
+        rows.append(dict(label=label, n=a['n'], params=a['params'], gflops=a['gflops'],
+                         map_3d=a['map_3d'], map_bev=a['map_bev'], **latency[label],
+                         ap={k: v for k, v in a.items() if '_R40' in k or '_R11' in k}))
+    return rows
+
+
+def time_models(finals, bench):
+    """Interleaved timing of the teacher and the first seed's plain and distilled students (same network)."""
+    from report_utils import build_eval_model, measure_latency_interleaved
+    models = {}
+    for label, model, method, cfg in ROWS:
+        ckpt = finals[(model, method, bench.teacher_seed if method == 'teacher' else bench.seeds[0])]
+        _, dataset, _, net = build_eval_model(CFG_DIR / cfg, ckpt, bench.data_path, workers=0)
+        models[label] = (net, dataset)
+    return measure_latency_interleaved(models)
 
 
 def main(argv=None):
@@ -117,37 +162,34 @@ def main(argv=None):
     preset = PRESETS['tiny' if args.tiny else 'full']
     suffix = '_tiny' if args.tiny else ''
     data_path = Path(args.data_path or ROOT / 'data' / f'kitti_synth{suffix}').resolve()
-    extra_tag = args.extra_tag or f'quickstart{suffix}'
-    out_dir = Path(args.out or ROOT / 'output' / f'quickstart{suffix}').resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    args.out_dir = Path(args.out or ROOT / 'output' / f'quickstart{suffix}').resolve()
     t0 = time.time()
 
-    ensure_dataset(data_path, preset, args.seed, args.workers)
-    ckpts = {}
-    teacher_ckpt = None
-    for model in MODELS:
-        epochs = preset['teacher_epochs'] if model.is_teacher else preset['student_epochs']
-        stage(f'training {model.label} ({model.train_cfg}, {epochs} epochs)')
-        ckpts[model.label] = ensure_trained(model.train_cfg, epochs, preset['batch_size'], data_path, extra_tag,
-                                            args.workers, teacher_ckpt=teacher_ckpt if model.distilled else None,
-                                            seed=args.seed)
-        if model.is_teacher:
-            teacher_ckpt = ckpts[model.label]
+    ensure_dataset(data_path, preset, DATA_SEED, args.workers)
+    teacher = None if args.train_teacher else shipped_teacher()
+    stage(f'teacher: {"trained here" if teacher is None else teacher.relative_to(ROOT)}; 4x students plain and with '
+          f'PointDistiller, seeds {" ".join(map(str, args.seeds or preset["seeds"]))} ({preset["student_epochs"]} '
+          f'epochs, {args.jobs} at a time)')
+    from benchmark_distill import run_protocol
+    from benchmark_report import paired_gains
+    from report_utils import format_table
+    bench = benchmark_args(args, preset, data_path, teacher)
+    results, finals = run_protocol(bench)
+    if args.ship_teacher:
+        sha = ship_teacher(finals[('PointPillars teacher', 'teacher', bench.teacher_seed)], args.ship_teacher)
+        print(f'teacher weights written to {args.ship_teacher}: sha256 {sha}')
 
-    stage('evaluating (KITTI metric, AP R40) and measuring size and CPU latency')
-    from report_utils import evaluate_checkpoint, format_table  # tools/ is on sys.path
-
-    rows = []
-    for model in MODELS:
-        rows.append(dict(label=model.label, **evaluate_checkpoint(CFG_DIR / model.eval_cfg, ckpts[model.label],
-                                                                 data_path, workers=args.workers)))
-    table = format_table(rows)
+    stage('timing the networks (interleaved rounds, batch 1)')
+    rows = table_rows(results, bench, time_models(finals, bench))
+    results_now = {k: v for k, v in results.items() if k.epoch is None and (k.method == 'teacher' or
+                                                                            k.seed in bench.seeds)}
+    table = format_table(rows) + '\n\n' + '\n'.join(paired_gains(results_now))
     wall = time.time() - t0
     print('\n' + table)
     print(f'\nquickstart wall time: {wall / 60:.1f} min')
-    (out_dir / 'quickstart_table.md').write_text(table + f'\n\nwall time: {wall / 60:.1f} min\n')
-    (out_dir / 'quickstart_results.json').write_text(json.dumps(dict(rows=rows, wall_s=wall), indent=2))
-    print(f'table written to {out_dir / "quickstart_table.md"}')
+    (args.out_dir / 'quickstart_table.md').write_text(table + f'\n\nwall time: {wall / 60:.1f} min\n')
+    (args.out_dir / 'quickstart_results.json').write_text(json.dumps(dict(rows=rows, wall_s=wall), indent=2))
+    print(f'table written to {args.out_dir / "quickstart_table.md"}; figures and BENCHMARK.md beside it')
     return rows
 
 

@@ -3,6 +3,7 @@
 Every figure comes from the same code path a user gets with ``tools/test.py``: the dataset's KITTI evaluation
 (``KittiDataset.evaluation``, official metric, AP at 40 recall positions) on the model's post-processed boxes.
 """
+import math
 import time
 from pathlib import Path
 
@@ -77,17 +78,11 @@ def measure_latency(model, dataset, frames=10, warmup=2):
     return float(np.median(net)), float(np.median(post))
 
 
-def evaluate_checkpoint(cfg_file, ckpt, data_path=None, workers=2, batch_size=4, latency_frames=10):
-    """Evaluate ``ckpt`` with the model of ``cfg_file`` on its validation split.
-
-    Returns a dict: ``params`` (int), ``gflops`` (float), ``latency_s`` (float, per frame), ``ap`` (the KITTI
-    result dict, e.g. ``ap['Car_3d/moderate_R40']``), ``map_3d`` and ``map_bev`` (mean of the three classes'
-    moderate AP R40, the paper's mAP).
-    """
-    from tqdm import tqdm
-
+def build_eval_model(cfg_file, ckpt, data_path=None, workers=2, batch_size=4):
+    """``(cfg, dataset, loader, model)``: the validation split of ``cfg_file`` (DATA_PATH repointed to
+    ``data_path`` when given) and its model with every tensor of ``ckpt`` loaded (strict), in eval mode, on CPU."""
     from pcdet.datasets import build_dataloader
-    from pcdet.models import build_network, load_data_to_gpu
+    from pcdet.models import build_network
     from pcdet.utils import common_utils
 
     cfg = load_cfg(cfg_file, data_path)
@@ -98,7 +93,60 @@ def evaluate_checkpoint(cfg_file, ckpt, data_path=None, workers=2, batch_size=4,
     model = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=dataset)
     model.load_params_from_file(str(ckpt), logger=logger, to_cpu=True, strict=True)
     model.eval()
+    return cfg, dataset, loader, model
 
+
+def measure_latency_interleaved(models, frames=10, rounds=15):
+    """CPU milliseconds per frame (batch 1) of several models, timed in interleaved rounds
+    (``pcdet.utils.timing``): each round runs every model's network over the same ``frames`` validation frames,
+    then its post-processing (score threshold + NMS) on the network outputs, so a slow phase of a shared machine
+    hits every model alike and same-architecture models agree within the spread.
+
+    Args:
+        models: ``{label: (model, dataset)}`` (eval mode, CPU).
+    Returns:
+        ``{label: {'net_ms': [per round], 'post_ms': [per round]}}``.
+    """
+    from pcdet.utils.timing import interleaved_rounds
+
+    fns, count = {}, {}
+    for label, (model, dataset) in models.items():
+        batches = [_single_frame_batch(dataset, i) for i in range(min(len(dataset), frames))]
+        with torch.no_grad():
+            outputs = [_run_network(model, dict(b)) for b in batches]
+        count[label] = len(batches)
+        fns[(label, 'net_ms')] = _no_grad(lambda m=model, bs=batches: [_run_network(m, dict(b)) for b in bs])
+        fns[(label, 'post_ms')] = _no_grad(lambda m=model, os=outputs: [m.post_processing(dict(o)) for o in os])
+    times = interleaved_rounds(fns, rounds)
+    return {label: {kind: [t * 1e3 / count[label] for t in times[(label, kind)]] for kind in ('net_ms', 'post_ms')}
+            for label in models}
+
+
+def _run_network(model, batch):
+    for module in model.module_list:
+        batch = module(batch)
+    return batch
+
+
+def _no_grad(fn):
+    def call():
+        with torch.no_grad():
+            return fn()
+    return call
+
+
+def evaluate_checkpoint(cfg_file, ckpt, data_path=None, workers=2, batch_size=4, latency_frames=10):
+    """Evaluate ``ckpt`` with the model of ``cfg_file`` on its validation split.
+
+    Returns a dict: ``params`` (int), ``gflops`` (float), ``latency_s`` (float, per frame), ``ap`` (the KITTI
+    result dict, e.g. ``ap['Car_3d/moderate_R40']``), ``map_3d`` and ``map_bev`` (mean of the three classes'
+    moderate AP R40, the paper's mAP).
+    """
+    from tqdm import tqdm
+
+    from pcdet.models import load_data_to_gpu
+
+    cfg, dataset, loader, model = build_eval_model(cfg_file, ckpt, data_path, workers, batch_size)
     det_annos = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=f'eval {Path(cfg_file).stem}', dynamic_ncols=True):
@@ -129,19 +177,32 @@ def mean_moderate(ap, metric):
 def format_table(rows):
     """Markdown tables: a summary (size, cost, mAP) and the per-class easy/moderate/hard APs (3D and BEV, R40).
 
-    ``rows``: list of dicts with ``label`` and the keys returned by :func:`evaluate_checkpoint`.
+    ``rows``: list of dicts with ``label``, ``n`` (seeds), ``params``, ``gflops``, ``net_ms`` and ``post_ms`` (one
+    value per timing round, ``measure_latency_interleaved``), ``map_3d`` and ``map_bev`` as ``(mean, std)`` over
+    seeds (std nan for one), ``ap``: ``{KITTI key: (mean, std)}``.
     """
-    lines = ['| model | params (M) | GFLOPs | CPU ms/frame (network + NMS) | mAP 3D (mod.) | mAP BEV (mod.) |',
-             '|---|---:|---:|---:|---:|---:|']
+    from pcdet.utils.timing import format_spread, median_spread
+
+    lines = ['| model | params (M) | GFLOPs | CPU ms/frame: network, median (min-max) | NMS ms | seeds '
+             '| mAP 3D (mod.) | mAP BEV (mod.) |', '|---|---:|---:|---:|---:|---:|---:|---:|']
     for r in rows:
-        lines.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gflops']:.1f} | {r['latency_s'] * 1e3:.0f} + "
-                     f"{r.get('post_s', 0.0) * 1e3:.0f} | {r['map_3d']:.2f} | {r['map_bev']:.2f} |")
+        lines.append(f"| {r['label']} | {r['params'] / 1e6:.2f} | {r['gflops']:.1f} | {format_spread(r['net_ms'])} | "
+                     f"{median_spread(r['post_ms'])[0]:.1f} | {r['n']} | {mean_std(r['map_3d'])} | "
+                     f"{mean_std(r['map_bev'])} |")
     for metric, title in (('3d', '3D AP R40 (easy/moderate/hard)'), ('bev', 'BEV AP R40 (easy/moderate/hard)')):
-        lines += ['', f'{title}:', '', '| model | ' + ' | '.join(CLASSES) + ' |', '|---|' + '---|' * len(CLASSES)]
+        lines += ['', f'{title}, means over seeds:', '', '| model | ' + ' | '.join(CLASSES) + ' |',
+                  '|---|' + '---|' * len(CLASSES)]
         for r in rows:
             cells = []
             for c in CLASSES:
-                vals = [r['ap'].get(f'{c}_{metric}/{lv}_R40', float('nan')) for lv in LEVELS]
+                vals = [r['ap'].get(f'{c}_{metric}/{lv}_R40', (float('nan'),))[0] for lv in LEVELS]
                 cells.append('/'.join(f'{v:.1f}' for v in vals))
             lines.append(f"| {r['label']} | " + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
+
+
+def mean_std(pair, sign=False):
+    """'mean +- std' of a ``(mean, std)`` pair (the mean alone when std is nan: one seed)."""
+    mean, std = pair
+    text = f'{mean:+.2f}' if sign else f'{mean:.2f}'
+    return text if math.isnan(std) else f'{text} +- {std:.2f}'

@@ -81,7 +81,8 @@ def test_a_given_teacher_replaces_the_teacher_training(tmp_path):
 def test_full_defaults():
     tool = load_tool()
     args = tool.parse_args([])   # the headline run
-    assert args.run == 'headline' and args.schedule == {'PointPillars': (16, 4), 'SECOND': (8, 3)}
+    assert args.run == 'headline'
+    assert args.schedule == {'PointPillars': (16, 4), 'SECOND': (8, 3), 'PointRCNN': (3, 1)}
     assert (args.num_train, args.num_val) == (1000, 500) and args.seeds == [0, 1, 2, 3, 4]
     assert args.students == ['PointPillars 4x']
     assert args.methods == ['PointDistiller', 'PointDistiller frozen T-GCN', 'FitNet']
@@ -89,9 +90,18 @@ def test_full_defaults():
     others = tool.parse_args(['--run', 'others'])
     assert others.students == ['PointPillars 16x', 'SECOND 4x'] and others.seeds == [0, 1, 2]
     assert others.data_path == args.data_path and others.out == args.out   # one data set, one report
-    assert tool.parse_args(['--run', 'all']).students == ['PointPillars 4x', 'PointPillars 16x', 'SECOND 4x']
+    assert tool.parse_args(['--run', 'all']).students == ['PointPillars 4x', 'PointPillars 16x', 'SECOND 4x',
+                                                          'PointRCNN 8x']
+    rcnn = tool.parse_args(['--run', 'pointrcnn'])   # issue 14's row: same data, its own batch of 2
+    assert rcnn.students == ['PointRCNN 8x'] and rcnn.seeds == [0, 1, 2] and rcnn.data_path == args.data_path
+    stages = tool.plan(rcnn, {}, Path(rcnn.out) / 'never_written', runs_root=Path(rcnn.out) / 'never_written')
+    trains = [s for s in stages if s.kind == 'train']
+    assert sorted(s.info['method'] for s in trains) == ['PointDistiller'] * 3 + ['plain'] * 3 + ['teacher']
+    assert all(s.cmd[s.cmd.index('--batch_size') + 1] == '2' for s in trains)
+    assert all(s.info['steps'] == 500 * (3 if s.info['method'] == 'teacher' else 1) for s in trains)
     longer = tool.parse_args(['--run', 'all', '--epochs_scale', '4', '--seeds', *map(str, range(10))])
-    assert longer.schedule == {'PointPillars': (64, 16), 'SECOND': (32, 12)} and len(longer.seeds) == 10
+    assert longer.schedule == {'PointPillars': (64, 16), 'SECOND': (32, 12), 'PointRCNN': (12, 4)}
+    assert len(longer.seeds) == 10
     assert tool.run_tag(longer, 3, 'SECOND') == 'bench_e32-12_seed3'
     # other data or another teacher: other folders (never a checkpoint of the default runs)
     more = tool.parse_args(['--num_train', '2000'])
@@ -183,6 +193,8 @@ def test_convergence_verdict_on_a_constructed_curve():
     # 10 epochs saved every 2: the latest point at or before 7.5 is epoch 6 (a conservative last "quarter")
     assert report.convergence([(2, 1, 1), (4, 2, 2), (6, 3, 3), (8, 3.5, 3.5), (10, 3.6, 3.6)])['ref_epoch'] == 6
     assert report.convergence([(8, 7.0, 15.0)])['converged'] is None     # only the final checkpoint
+    zero = report.convergence([(1, 0.0, 0.0), (2, 0.0, 0.0), (3, 0.0, 0.3)])   # flat at zero: learned nothing
+    assert zero['converged'] is False and zero['learned'] is False
     assert [tool.curve_interval(e) for e in (16, 8, 10, 2, 1, 7)] == [4, 2, 2, 1, 1, 1]
     # the curve is read back from the results: intermediate epochs plus the final evaluation's
     key = tool.RunKey

@@ -48,7 +48,8 @@ RUNS_ROOT = ROOT / 'output'  # where tools/train.py writes <EXP_GROUP_PATH>/<cfg
 sys.path[:0] = [str(ROOT), str(ROOT / 'tools')]
 from benchmark_report import METHOD_ORDER, bev_examples, val_instance_counts, write_report  # noqa: E402
 
-TEACHERS = {'PointPillars': CFG_DIR / 'pointpillar.yaml', 'SECOND': CFG_DIR / 'second_coarse.yaml'}
+TEACHERS = {'PointPillars': CFG_DIR / 'pointpillar.yaml', 'SECOND': CFG_DIR / 'second_coarse.yaml',
+            'PointRCNN': CFG_DIR / 'pointrcnn.yaml'}
 # student label -> (teacher family, plain cfg, {method: distillation cfg})
 STUDENTS = {
     'PointPillars 4x': ('PointPillars', CFG_DIR / 'pointpillar_4x.yaml', {
@@ -65,9 +66,13 @@ STUDENTS = {
         'PointDistiller': CFG_DIR / 'second_coarse_4x_pointdistiller.yaml',
         'PointDistiller frozen T-GCN': BENCH_CFG_DIR / 'second_coarse_4x_pointdistiller_frozen_tgcn.yaml',
         'FitNet': CFG_DIR / 'second_coarse_4x_fitnet.yaml'}),
+    'PointRCNN 8x': ('PointRCNN', CFG_DIR / 'pointrcnn_8x.yaml', {
+        'PointDistiller': CFG_DIR / 'pointrcnn_8x_pointdistiller.yaml'}),
 }
 PROTOCOL_METHODS = METHOD_ORDER[1:4]
-BATCH = 4
+BATCH = 4   # frames per training step, every family but PointRCNN
+# PointRCNN's synthetic configs train 2 frames per step (BATCH_SIZE_PER_GPU 2): 4,096 points each on one thread
+FAMILY_BATCH = {'PointPillars': BATCH, 'SECOND': BATCH, 'PointRCNN': 2}
 
 
 class RunKey(NamedTuple):
@@ -87,10 +92,12 @@ STEP_S = {'pointpillar': 0.64, 'pointpillar_4x': 0.33, 'pointpillar_4x_pointdist
           'pointpillar_16x': 0.24, 'pointpillar_16x_pointdistiller': 0.44,
           'pointpillar_16x_pointdistiller_frozen_tgcn': 0.44, 'pointpillar_16x_fitnet': 0.36,
           'second_coarse': 0.96, 'second_coarse_4x': 0.45, 'second_coarse_4x_pointdistiller': 0.88,
-          'second_coarse_4x_pointdistiller_frozen_tgcn': 0.86, 'second_coarse_4x_fitnet': 0.80}
+          'second_coarse_4x_pointdistiller_frozen_tgcn': 0.86, 'second_coarse_4x_fitnet': 0.80,
+          # batch 2 (FAMILY_BATCH), benchmarks/bench_step_cost.py on a loaded machine
+          'pointrcnn': 3.72, 'pointrcnn_8x': 1.08, 'pointrcnn_8x_pointdistiller': 2.14}
 # CPU seconds per validation frame of an evaluation (data, network, NMS, metric; estimates from untrained models)
 EVAL_FRAME_S = {'PointPillars teacher': 0.12, 'PointPillars 4x': 0.07, 'PointPillars 16x': 0.05,
-                'SECOND teacher': 0.2, 'SECOND 4x': 0.12}
+                'SECOND teacher': 0.2, 'SECOND 4x': 0.12, 'PointRCNN teacher': 0.3, 'PointRCNN 8x': 0.15}
 STAGE_START_S = 15.0  # interpreter, torch, dataset and model set-up of one subprocess
 
 
@@ -106,13 +113,14 @@ class Preset(NamedTuple):
 
 
 BENCH_DATA = dict(num_train=1000, num_val=500, data_path='data/kitti_synth_bench', tag_prefix='bench',
-                  schedule={'PointPillars': (16, 4), 'SECOND': (8, 3)})
+                  schedule={'PointPillars': (16, 4), 'SECOND': (8, 3), 'PointRCNN': (3, 1)})
 RUNS = {
     'headline': Preset(('PointPillars 4x',), (0, 1, 2, 3, 4), **BENCH_DATA),
     'others': Preset(('PointPillars 16x', 'SECOND 4x'), (0, 1, 2), **BENCH_DATA),
+    'pointrcnn': Preset(('PointRCNN 8x',), (0, 1, 2), **BENCH_DATA),
     'all': Preset(tuple(STUDENTS), (0, 1, 2, 3, 4), **BENCH_DATA),
     'smoke': Preset(('PointPillars 4x',), (0,), 8, 4, 'data/kitti_synth_smoke', 'smoke',
-                    {'PointPillars': (2, 1), 'SECOND': (2, 1)}),
+                    {'PointPillars': (2, 1), 'SECOND': (2, 1), 'PointRCNN': (2, 1)}),
 }
 
 
@@ -284,7 +292,7 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
         interval = curve_interval(te)
         tag = run_tag(args, args.teacher_seed, family, teacher=True)
         ckpts = run_dir(cfg, tag, runs_root) / 'ckpt'
-        train = train_stage(args, cfg, te, args.teacher_seed, tag, ckpts, interval, priority=1,
+        train = train_stage(args, cfg, te, args.teacher_seed, tag, ckpts, interval, FAMILY_BATCH[family], priority=1,
                             info=dict(model=f'{family} teacher', method='teacher', seed=args.teacher_seed))
         teacher_stage[family] = train
         stages.append(train)
@@ -304,7 +312,7 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
                 teacher = None if method == 'plain' else teacher_stage[family]
                 cfg = plain_cfg if teacher is None else method_cfgs[method]
                 ckpts = run_dir(cfg, tag, runs_root) / 'ckpt'
-                train = train_stage(args, cfg, se, seed, tag, ckpts, se, init=(plain_cfg, init),
+                train = train_stage(args, cfg, se, seed, tag, ckpts, se, FAMILY_BATCH[family], init=(plain_cfg, init),
                                     teacher=None if teacher is None else teacher.info['final'],
                                     priority=3 if teacher is None else 2,
                                     info=dict(model=student, method=method, seed=seed))
@@ -323,13 +331,14 @@ def given_teacher_stage(args, family):
                            cfg=TEACHERS[family].stem, init=None, teacher=None))
 
 
-def train_stage(args, cfg, epochs, seed, tag, ckpts, ckpt_interval, init=None, teacher=None, priority=0, info=None):
+def train_stage(args, cfg, epochs, seed, tag, ckpts, ckpt_interval, batch, init=None, teacher=None, priority=0,
+                info=None):
     """tools/train.py on ``cfg``; done when its final checkpoint exists. ``init``: ``(plain student cfg, path)`` of
     the initial weights (``--pretrained_model``, written by ``prepare`` when missing); ``teacher``: ``--teacher_ckpt``.
     """
     final = ckpts / f'checkpoint_epoch_{epochs}.pth'
     check_teacher_of_run(ckpts.parent, teacher)
-    cmd = [sys.executable, ROOT / 'tools' / 'train.py', '--cfg_file', cfg, '--epochs', epochs, '--batch_size', BATCH,
+    cmd = [sys.executable, ROOT / 'tools' / 'train.py', '--cfg_file', cfg, '--epochs', epochs, '--batch_size', batch,
            '--workers', args.workers, '--extra_tag', tag, '--fix_random_seed', '--seed', seed,
            '--num_epochs_to_eval', 0, '--ckpt_save_interval', ckpt_interval, '--device', args.device]
     cmd += ['--pretrained_model', init[1]] if init is not None else []
@@ -341,7 +350,7 @@ def train_stage(args, cfg, epochs, seed, tag, ckpts, ckpt_interval, init=None, t
             raise SystemExit(f'benchmark: {cfg.stem} ({tag}) finished but {final} was not written')
     return Stage(f'train {Path(cfg).stem} {tag}', 'train', [str(c) for c in cmd], final.exists, priority=priority,
                  prepare=None if init is None else lambda: save_initial_weights(*init, seed, args.data_path),
-                 finish=finish, info=dict(info or {}, final=final, steps=math.ceil(args.num_train / BATCH) * epochs,
+                 finish=finish, info=dict(info or {}, final=final, steps=math.ceil(args.num_train / batch) * epochs,
                                           cfg=Path(cfg).stem, init=None if init is None else init[1],
                                           teacher=teacher))
 
@@ -559,7 +568,8 @@ def run_protocol(args):
     if args.dry_run:
         print('\n'.join(s.name for s in stages if s.name in todo))
         return None
-    protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path, batch=BATCH),
+    protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path,
+                                batch=', '.join(f'{f} {FAMILY_BATCH[f]}' for f in families(args))),
                     teacher_seed=args.teacher_seed, val_counts=prepare_data(args))
     wall = protocol['runs'].get(args.run, {}).get('wall_s', 0.0)
     protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=args.methods,

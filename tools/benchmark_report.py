@@ -36,15 +36,18 @@ def shown(lo, hi):
 def convergence(curve, threshold=CONVERGED_GAIN):
     """Verdict on a teacher curve ``[(epoch, map_3d, map_bev), ...]`` (sorted, the last point = the end of the
     schedule): the gain from the latest point at or before 3/4 of the schedule to the end, per metric; converged
-    when both gains are below ``threshold`` points (None: no point that early)."""
+    when both gains are below ``threshold`` points (None: no point that early) and the final mAP (3D or BEV)
+    reaches ``threshold``: a curve flat at zero has learned nothing, it has not converged (``learned`` False)."""
     end = curve[-1]
+    learned = max(end[1], end[2]) >= threshold
     early = [p for p in curve[:-1] if p[0] <= 0.75 * end[0]]
     if not early:
-        return dict(ref_epoch=None, end_epoch=end[0], gain_3d=float('nan'), gain_bev=float('nan'), converged=None)
+        return dict(ref_epoch=None, end_epoch=end[0], gain_3d=float('nan'), gain_bev=float('nan'), converged=None,
+                    learned=learned)
     ref = early[-1]
     gains = end[1] - ref[1], end[2] - ref[2]
     return dict(ref_epoch=ref[0], end_epoch=end[0], gain_3d=gains[0], gain_bev=gains[1],
-                converged=bool(max(gains) < threshold))
+                converged=bool(max(gains) < threshold and learned), learned=learned)
 
 
 def teacher_curves(results):
@@ -188,6 +191,7 @@ def convergence_lines(results):
     for (model, seed), curve in sorted(teacher_curves(results).items()):
         v = convergence(curve)
         verdict = {True: 'yes', False: 'NO', None: 'unknown (no early checkpoint)'}[v['converged']]
+        verdict += '' if v['learned'] else ' (nothing learned: final mAP below 1)'
         points = ', '.join(f'{e}: {a:.2f} / {b:.2f}' for e, a, b in curve)
         lines.append(f'| {model} | {seed} | {points} | {v["gain_3d"]:+.2f} / {v["gain_bev"]:+.2f} (epoch '
                      f'{v["ref_epoch"]} -> {v["end_epoch"]}) | {verdict} |')

@@ -57,7 +57,8 @@ def parse_args(argv=None):
                                                                 'shipped checkpoint')
     p.add_argument('--ship_teacher', default=None, metavar='PATH',
                    help='write the trained teacher (weights only) to PATH and print its sha256 (with --train_teacher)')
-    p.add_argument('--out', default=None, help='tables, results and figures (default output/quickstart[_tiny])')
+    p.add_argument('--out', default=None, help='tables, results and figures (default output/quickstart[_tiny]'
+                                               '[_own_teacher])')
     args = p.parse_args(argv)
     if args.ship_teacher and not args.train_teacher:
         p.error('--ship_teacher writes the teacher this run trains: add --train_teacher')
@@ -133,8 +134,9 @@ def benchmark_args(args, preset, data_path, teacher_ckpt):
     return benchmark_distill.parse_args(argv + (['--teacher_ckpt', str(teacher_ckpt)] if teacher_ckpt else []))
 
 
-def table_rows(results, bench, latency):
-    """One row per model: size, cost, (mean, std) over seeds of mAP and every AP, the timing rounds."""
+def table_rows(results, latency):
+    """One row per model: size, cost, (mean, std) over the seeds in ``results`` of mAP and every AP, the timing
+    rounds."""
     from benchmark_report import aggregate
     agg = aggregate(results)
     rows = []
@@ -162,7 +164,9 @@ def main(argv=None):
     preset = PRESETS['tiny' if args.tiny else 'full']
     suffix = '_tiny' if args.tiny else ''
     data_path = Path(args.data_path or ROOT / 'data' / f'kitti_synth{suffix}').resolve()
-    args.out_dir = Path(args.out or ROOT / 'output' / f'quickstart{suffix}').resolve()
+    # a teacher trained here gets its own folder: results of two teachers never share one report
+    own = '_own_teacher' if args.train_teacher else ''
+    args.out_dir = Path(args.out or ROOT / 'output' / f'quickstart{suffix}{own}').resolve()
     t0 = time.time()
 
     ensure_dataset(data_path, preset, DATA_SEED, args.workers)
@@ -180,9 +184,10 @@ def main(argv=None):
         print(f'teacher weights written to {args.ship_teacher}: sha256 {sha}')
 
     stage('timing the networks (interleaved rounds, batch 1)')
-    rows = table_rows(results, bench, time_models(finals, bench))
+    # this run's seeds only (an earlier run into the same folder may have had others)
     results_now = {k: v for k, v in results.items() if k.epoch is None and (k.method == 'teacher' or
                                                                             k.seed in bench.seeds)}
+    rows = table_rows(results_now, time_models(finals, bench))
     table = format_table(rows) + '\n\n' + '\n'.join(paired_gains(results_now))
     wall = time.time() - t0
     print('\n' + table)

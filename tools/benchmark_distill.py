@@ -125,7 +125,8 @@ RUNS = {
 
 
 def quick_preset():
-    """The quickstart's data and schedule (its teacher and seed-0 students are reused)."""
+    """The quickstart's data, schedule and seeds (tools/quickstart.py runs these stages; each reuses the other's
+    runs)."""
     from quickstart import PRESETS
     q = PRESETS['full']
     return Preset(('PointPillars 4x',), tuple(q['seeds']), q['num_train'], q['num_val'], 'data/kitti_synth',
@@ -136,6 +137,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--run', choices=[*RUNS, 'quick'], default='headline',
                    help='headline: PointPillars 4x (5 seeds); others: 16x PointPillars and SECOND 4x (3 seeds); '
+                        'pointrcnn: PointRCNN 8x (3 seeds); '
                         'all: every row (5 seeds); quick: the quickstart data and schedule; smoke: a few frames')
     p.add_argument('--quick', action='store_true', help='same as --run quick')
     p.add_argument('--seeds', type=int, nargs='+', default=None, help="default: the run's")

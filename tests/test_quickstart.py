@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
 import quickstart  # noqa: E402
+from benchmark_distill import file_sha256  # noqa: E402
 
 OUT_MODELS = ROOT / 'output' / 'kitti_synth_models'
 STAGES = ('pointpillar', 'pointpillar_4x', 'pointpillar_4x_pointdistiller')
@@ -63,7 +64,7 @@ def test_quickstart_tiny_trains_and_ships_a_teacher(tmp_path, tag):
     assert (tmp_path / 'kitti_synth' / 'kitti_infos_val.pkl').exists()
     check_table_and_results(tmp_path / 'out', out, seeds=2)
     # the shipped file: the teacher's weights only, the sha256 printed, strictly loadable into the teacher config
-    assert f'sha256 {quickstart.sha256_of(shipped)}' in out
+    assert f'sha256 {file_sha256(shipped)}' in out
     import torch
 
     from pcdet.utils import checkpoint_utils
@@ -79,7 +80,7 @@ def test_quickstart_tiny_trains_and_ships_a_teacher(tmp_path, tag):
 def test_quickstart_tiny_with_the_shipped_teacher_and_reuse(tmp_path, tag):
     out = run_quickstart(tmp_path, tag)
     check_table_and_results(tmp_path / 'out', out, seeds=2)
-    sha = quickstart.sha256_of(quickstart.SHIPPED_TEACHER)
+    sha = file_sha256(quickstart.SHIPPED_TEACHER)
     ckpts = sorted((OUT_MODELS / s / f'{tag}_t{sha[:8]}-1_seed{seed}' / 'ckpt' / 'checkpoint_epoch_1.pth')
                    for s in STAGES[1:] for seed in (0, 1))
     assert all(c.exists() for c in ckpts), ckpts

@@ -213,6 +213,7 @@ def run_tag(args, seed, family='PointPillars', teacher=False):
 
 
 def file_sha256(path):
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     import hashlib
     digest = hashlib.sha256()
     with open(path, 'rb') as f:

@@ -15,7 +15,6 @@ Usage (from anywhere): ``python tools/quickstart.py`` (the README's ``make quick
 ``python tools/quickstart.py --train_teacher --ship_teacher checkpoints/quickstart_teacher_pointpillar.pth``.
 """
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -94,17 +93,13 @@ def ensure_dataset(data_path, preset, seed, workers):
          '--workers', workers])
 
 
-def sha256_of(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def shipped_teacher(path=SHIPPED_TEACHER, expected=SHIPPED_TEACHER_SHA256):
     """The shipped teacher checkpoint, after checking its sha256 (a changed or truncated file is refused)."""
+    from benchmark_distill import file_sha256
     if not Path(path).is_file():
         raise SystemExit(f'quickstart: the shipped teacher {path} is missing; restore it (git checkout -- {path}) '
                          'or train one with --train_teacher')
-    found = sha256_of(path)
+    found = file_sha256(path)
     if expected is not None and found != expected:
         raise SystemExit(f'quickstart: {path} has sha256 {found}, the shipped teacher has {expected}; restore it '
                          f'(git checkout -- {path}) or train one with --train_teacher')
@@ -113,12 +108,13 @@ def shipped_teacher(path=SHIPPED_TEACHER, expected=SHIPPED_TEACHER_SHA256):
 
 def ship_teacher(ckpt, path):
     """Write the weights of teacher checkpoint ``ckpt`` (no optimizer state) to ``path``; return its sha256."""
+    from benchmark_distill import file_sha256
     from pcdet.utils import checkpoint_utils
     state = checkpoint_utils.load_checkpoint(ckpt)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     checkpoint_utils.save_checkpoint({k: state[k] for k in ('model_state', 'epoch', 'version') if k in state},
                                      str(path))
-    return sha256_of(path)
+    return file_sha256(path)
 
 
 def benchmark_args(args, preset, data_path, teacher_ckpt):

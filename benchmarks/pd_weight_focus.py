@@ -80,11 +80,12 @@ def build(args, logger):
     from pcdet.datasets import build_dataloader
     from pcdet.distill import build_distiller
     from pcdet.models import build_network
+    from pcdet.utils import common_utils
+    common_utils.set_random_seed(0)   # augmentation and GT sampling draw from numpy: the same samples every run
     cfg_from_yaml_file(args.cfg_file, cfg)
     cfg.DATA_CONFIG.DATA_PATH = args.data_path
     dataset, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=1, dist=False, workers=0,
                                           seed=0, logger=logger, training=True)
-    torch.manual_seed(0)
     student = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=dataset)
     distiller = build_distiller(cfg, student, logger, teacher_ckpt=args.teacher_ckpt,
                                 cfg_dir=os.path.dirname(os.path.abspath(args.cfg_file)))
@@ -97,8 +98,7 @@ def measure(loss, teacher_feats, batch, dataset, stats):
     o = loss.opts
     feature = loss.feature(teacher_feats, o['TEACHER_FEATURE'], 'teacher')
     t_nodes, bidx, coords, is_voxel = loss._flatten(feature, batch, 'teacher')
-    mode = o['SCORE'] or ('num_points' if is_voxel else 'max_activation')
-    scores = batch[o['NUM_POINTS_KEY']].float() if mode == 'num_points' else t_nodes.max(dim=1).values
+    mode, scores = loss.score_mode(is_voxel), loss.node_scores(t_nodes, is_voxel, batch)
     with torch.no_grad():
         center, _, weights = loss.build_graph(t_nodes, bidx, coords, scores)
     centres, cell = node_centres(coords.index_select(0, center), feature, dataset)

@@ -177,6 +177,23 @@ class PointDistillerLoss(DistillLoss):
                 weights.append(torch.ones(sel.numel(), device=t_nodes.device))
         return torch.cat(centers), torch.cat(neighbours), torch.cat(weights)
 
+    def score_mode(self, is_voxel):
+        """The importance rule in use: ``SCORE``, else ``num_points`` for voxel features, ``max_activation``
+        otherwise."""
+        return self.opts['SCORE'] or ('num_points' if is_voxel else 'max_activation')
+
+    def node_scores(self, t_nodes, is_voxel, batch_dict):
+        """(V,) float importance of every flattened teacher node (``score_mode``): points per voxel or the
+        teacher's max activation over channels."""
+        o = self.opts
+        if self.score_mode(is_voxel) == 'num_points':
+            scores = self.batch_value(batch_dict, o['NUM_POINTS_KEY']).float()
+            if not is_voxel or scores.shape[0] != t_nodes.shape[0]:
+                raise ValueError(f'{self.where}: SCORE num_points needs (V, C) voxel features with one '
+                                 f'{o["NUM_POINTS_KEY"]} entry per voxel; use SCORE max_activation for this feature')
+            return scores
+        return t_nodes.max(dim=1).values
+
     def _report_cap(self, key, configured, used, reason):
         """Log (once per key and value) that the configured ``key`` was capped to ``used``."""
         if (key, used) not in self._reported_caps:
@@ -197,14 +214,7 @@ class PointDistillerLoss(DistillLoss):
                              f'({s_nodes.shape[0]} vs {t_nodes.shape[0]} nodes); PointDistiller needs the same '
                              'voxelisation / BEV grid on both sides')
         t_nodes = t_nodes.detach()
-        score_mode = o['SCORE'] or ('num_points' if is_voxel else 'max_activation')
-        if score_mode == 'num_points':
-            scores = self.batch_value(batch_dict, o['NUM_POINTS_KEY']).float()
-            if not is_voxel or scores.shape[0] != t_nodes.shape[0]:
-                raise ValueError(f'{self.where}: SCORE num_points needs (V, C) voxel features with one '
-                                 f'{o["NUM_POINTS_KEY"]} entry per voxel; use SCORE max_activation for this feature')
-        else:
-            scores = t_nodes.max(dim=1).values
+        scores = self.node_scores(t_nodes, is_voxel, batch_dict)
         with torch.no_grad():
             center, neighbours, weights = self.build_graph(t_nodes, bidx, coords, scores)
             if o['SCOPE'] == 'sample':

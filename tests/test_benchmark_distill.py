@@ -3,6 +3,7 @@ statistics (t intervals, the "shown" verdict, gap closed, teacher convergence) o
 cache (one teacher for every seed, finished stages not rerun), pairing of plain and distilled runs, the budget."""
 import hashlib
 import importlib.util
+import json
 import math
 import os
 import shutil
@@ -281,6 +282,25 @@ def test_finished_teacher_is_reused_by_new_seeds_not_retrained(tmp_path):
     # a training whose evaluation is recorded is not rerun even when its checkpoint is gone
     next(s for s in stages if s.info['method'] == 'FitNet').info['final'].unlink()
     assert tool.pending(headline_plan(tool, tmp_path, results)[1]) == set()
+
+
+def test_execute_records_each_finished_stage_as_it_ends(tmp_path):
+    """Two real (tiny) subprocess stages, the second depending on the first: each stage's time is in
+    stage_times.json and the hook has run once per stage by the time the next one starts, so a run killed later
+    keeps what it spent (the protocol's wall time is written by that hook)."""
+    tool = load_tool()
+    args = tool.parse_args(['--run', 'smoke', '--jobs', '2'])
+    seen = []
+    times = tmp_path / 'out' / 'stage_times.json'
+    # the second stage's command fails unless the first stage's time was already recorded when it starts
+    check = f'import json, sys; sys.exit(0 if "first" in json.load(open({str(times)!r})) else 3)'
+    info = dict(model='m', method='plain', seed=0)
+    first = tool.Stage('first', 'eval', [sys.executable, '-c', 'pass'], lambda: False, info=info)
+    second = tool.Stage('second', 'eval', [sys.executable, '-c', check], lambda: False, deps=('first',), info=info)
+    done = tool.execute([first, second], args, tmp_path / 'out',
+                        on_stage_done=lambda: seen.append(sorted(json.loads(times.read_text()))))
+    assert done == ['first', 'second']
+    assert seen == [['first'], ['first', 'second']]
 
 
 def test_a_run_distilled_from_another_teacher_is_refused(tmp_path):

@@ -448,9 +448,10 @@ def predict_seconds(stages, args):
     return now
 
 
-def execute(stages, args, out):
+def execute(stages, args, out, on_stage_done=None):
     """Run the pending stages, ``args.jobs`` at a time, each with ``args.threads`` threads and its output in
-    ``out/logs/``; stage wall times go to ``out/stage_times.json``. Returns the names of the stages run.
+    ``out/logs/``; stage wall times go to ``out/stage_times.json``, and ``on_stage_done()`` is called after each
+    finished stage. Returns the names of the stages run.
     A failed stage stops new launches; the running ones finish, then the benchmark exits naming the log. Ctrl-C or
     SIGTERM stops the running stages (a rerun resumes them)."""
     todo = pending(stages)
@@ -495,6 +496,8 @@ def execute(stages, args, out):
                 times[name] = dict({k: st.info[k] for k in ('model', 'method', 'seed')}, kind=st.kind,
                                    s=time.time() - t0)
                 write_json(times, times_file)
+                if on_stage_done is not None:
+                    on_stage_done()
                 print(f'{time.strftime("%H:%M:%S")} done  {name} ({(time.time() - t0) / 60:.1f} min)', flush=True)
     except KeyboardInterrupt:
         for _, proc, _, _, _ in running.values():
@@ -580,11 +583,14 @@ def run_protocol(args):
                                       device=args.device, jobs=args.jobs,
                                       threads=args.threads, predicted_s=predicted, wall_s=wall)
     t0 = time.time()
-    try:
-        execute(stages, args, out)
-    finally:
+
+    def save_protocol():   # after every stage too: a killed run keeps the wall time it has spent
         protocol['runs'][args.run]['wall_s'] = wall + time.time() - t0
         write_json(protocol, out / 'benchmark_protocol.json')
+    try:
+        execute(stages, args, out, on_stage_done=save_protocol)
+    finally:
+        save_protocol()
     write_report(results, out, protocol)
     finals = {(s.info['model'], s.info['method'], s.info['seed']): s.info['final'] for s in stages if s.kind == 'train'}
     plain_cfg = STUDENTS['PointPillars 4x'][1]

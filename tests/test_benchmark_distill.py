@@ -426,8 +426,13 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
         tool = load_tool()
         keys = set(tool.load_results(out / 'benchmark_results.json'))
         assert tool.RunKey('PointPillars teacher', 'teacher', 0, 1) in keys and len(keys) == 4
+        first = json.loads((out / 'benchmark_protocol.json').read_text())['runs']['smoke']
+        assert first['predicted_s'] > 0 and first['wall_s'] > 0
         ret = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
         assert ret.returncode == 0 and '0 of 7 stages to run' in ret.stdout, ret.stdout[-2000:]
+        # the rerun keeps the whole run's prediction (not its own, of nothing) and adds its time to the wall time
+        again = json.loads((out / 'benchmark_protocol.json').read_text())['runs']['smoke']
+        assert again['predicted_s'] == first['predicted_s'] and again['wall_s'] > first['wall_s']
     finally:
         for cfg in ('pointpillar', 'pointpillar_4x', 'pointpillar_4x_pointdistiller'):
             for d in (ROOT / 'output' / 'kitti_synth_models' / cfg).glob(f'{prefix}_*'):

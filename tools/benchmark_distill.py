@@ -577,11 +577,13 @@ def run_protocol(args):
     protocol.update(data=dict(num_train=args.num_train, num_val=args.num_val, data_path=args.data_path,
                                 batch=', '.join(f'{f} {FAMILY_BATCH[f]}' for f in families(args))),
                     teacher_seed=args.teacher_seed, val_counts=prepare_data(args))
-    wall = protocol['runs'].get(args.run, {}).get('wall_s', 0.0)
+    # a resumed run keeps its first prediction (the whole run's) and adds to its wall time
+    before = protocol['runs'].get(args.run, {})
+    wall = before.get('wall_s', 0.0)
     protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=args.methods,
                                       schedule={f: args.schedule[f] for f in families(args)},
-                                      device=args.device, jobs=args.jobs,
-                                      threads=args.threads, predicted_s=predicted, wall_s=wall)
+                                      device=args.device, jobs=args.jobs, threads=args.threads,
+                                      predicted_s=before.get('predicted_s', predicted), wall_s=wall)
     t0 = time.time()
 
     def save_protocol():   # after every stage too: a killed run keeps the wall time it has spent

@@ -169,7 +169,8 @@ def protocol_lines(protocol):
              f'({d["data_path"]}), batch {d.get("batch", 4)}; one teacher per family '
              f'(seed {protocol["teacher_seed"]}), '
              'shared by every student and seed; docs/RESULTS_PROTOCOL.md.', '',
-             '| run | students | seeds | methods | epochs (teacher, student) | device | predicted min | wall min |',
+             '| run | students | seeds | methods | epochs (teacher, student) | device | predicted min (idle CPU, first '
+             'start) | wall min (all starts) |',
              '|---|---|---|---|---|---|---:|---:|']
     for name, r in protocol['runs'].items():
         epochs = ', '.join(f'{f} {e[0]}/{e[1]}' for f, e in r['schedule'].items())

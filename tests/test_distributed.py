@@ -37,13 +37,6 @@ def _batch():
     return (torch.randn(6, 3, 5, generator=g) * 3 + 2).double()  # mean far from 0: checks the variance formula
 
 
-def _shut_down_group():
-    """Barrier, then destroy the gloo group: a rank that tears the group down while the other still runs a
-    collective makes gloo abort ("terminate called without an active exception", seen once in CI)."""
-    torch.distributed.barrier()
-    torch.distributed.destroy_process_group()
-
-
 def _syncbn_worker(rank, world_size, port, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
@@ -63,7 +56,9 @@ def _syncbn_worker(rank, world_size, port, out_dir):
     gathered = dist_utils.gather_objects({k: v.clone() for k, v in model.state_dict().items()})
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, 'states.pth'))
-    _shut_down_group()
+    del ddp, opt  # DDP's reducer holds the group: release it while the group and the interpreter are intact
+    dist_utils.shut_down()
+    assert not dist_utils.is_dist()
 
 
 def test_cpu_sync_bn_equals_single_process_on_concatenated_batch(tmp_path):
@@ -198,8 +193,8 @@ def equivalence_main(out_dir, cfg_file):
     gathered = dist_utils.gather_objects((final['model_state'], final.get('distill_state')))
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, 'rank_states.pth'))
-    if distributed:
-        _shut_down_group()
+    del wrapped
+    dist_utils.shut_down()
 
 
 def _load(path):

@@ -88,7 +88,7 @@ def main(argv=None):
             args.ckpt = args.pretrained_model
         eval_utils.eval_single_ckpt(model, test_loader, args, eval_output_dir, logger, epoch_id,
                                     dist_test=dist_test, cfg=cfg)
-    dist_utils.barrier()
+    dist_utils.shut_down()
 
 
 if __name__ == '__main__':

@@ -221,7 +221,7 @@ def main(argv=None):
 
     if args.num_epochs_to_eval > 0:
         evaluate_after_training(args, cfg, student, dist_train, output_dir, ckpt_dir, logger)
-    dist_utils.barrier()
+    dist_utils.shut_down()
 
 
 def evaluate_after_training(args, cfg, student, dist_train, output_dir, ckpt_dir, logger):

@@ -79,6 +79,19 @@ def barrier():
         torch.distributed.barrier()
 
 
+def shut_down():
+    """End of a successful distributed run: barrier, then destroy the process group (no-op outside one).
+
+    Why: a process that exits with its gloo group alive leaves the group's C++ worker threads to interpreter
+    finalization, which can abort it (SIGABRT, "terminate called without an active exception"), turning a finished
+    run into a non-zero exit. The barrier first, so that no rank tears the group down while another still runs a
+    collective. Not for error paths: destroying a group while a peer is inside a collective can deadlock.
+    """
+    if is_dist():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def broadcast_object(obj, src=0):
     """Return rank ``src``'s ``obj`` on every rank (pickled through the process group)."""
     if not is_dist():

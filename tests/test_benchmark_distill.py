@@ -141,6 +141,20 @@ def test_paired_gains_pairs_by_seed():
     assert 2 * plain[('PointPillars 4x', 'plain')]['map_3d'][1] == pytest.approx(2.00)
 
 
+def test_aggregate_keeps_the_ap_keys_every_seed_has():
+    """A student that detects nothing gets no aos keys from the evaluator (seen: PointRCNN 8x + PointDistiller,
+    seed 2); the report aggregates the keys all seeds have instead of failing on the missing ones."""
+    key = load_tool().RunKey
+    full = {'Car_3d/moderate_R40': 3.0, 'Car_aos/moderate_R40': 2.0}
+    results = {key('PointRCNN 8x', 'plain', 0): dict(run(3.0, 6.0), params=1, gflops=1, latency_s=0, ap=full),
+               key('PointRCNN 8x', 'plain', 1): dict(run(0.0, 0.0), params=1, gflops=1, latency_s=0,
+                                                     ap={'Car_3d/moderate_R40': 0.0})}
+    agg = report.aggregate(results)[('PointRCNN 8x', 'plain')]
+    assert agg['Car_3d/moderate_R40'][0] == pytest.approx(1.5)
+    assert 'Car_aos/moderate_R40' not in agg
+    assert agg['map_3d'][0] == pytest.approx(1.5)
+
+
 def test_t_interval_hand_computed():
     # 3 seeds (df 2): 3, 1, -1 -> mean 1, std 2, half width 4.302653 * 2 / sqrt(3) = 4.968275
     mean, std, lo, hi = report.t_interval([3.0, 1.0, -1.0])
@@ -220,6 +234,14 @@ def test_results_file_round_trip_and_old_layout(tmp_path):
 def headline_plan(tool, tmp_path, results=None, argv=()):
     args = tool.parse_args(['--run', 'headline', '--out', str(tmp_path / 'out'), *argv])
     return args, tool.plan(args, {} if results is None else results, tmp_path / 'out', runs_root=tmp_path / 'runs')
+
+
+def test_protocol_lists_the_methods_a_run_trains():
+    tool = load_tool()
+    rcnn = tool.parse_args(['--run', 'pointrcnn'])
+    assert tool.methods_run(rcnn) == ['PointDistiller']        # its only distillation config
+    head = tool.parse_args(['--run', 'headline'])
+    assert tool.methods_run(head) == ['PointDistiller', 'PointDistiller frozen T-GCN', 'FitNet']
 
 
 def test_plan_trains_one_teacher_for_every_seed(tmp_path):

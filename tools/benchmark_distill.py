@@ -556,6 +556,12 @@ def load_protocol(args, out):
     return protocol
 
 
+def methods_run(args):
+    """The distillation methods the run trains: those of ``--methods`` that one of its students has a config for
+    (PointRCNN 8x has PointDistiller only)."""
+    return [m for m in args.methods if any(m in STUDENTS[s][2] for s in args.students)]
+
+
 def run_protocol(args):
     """Plan the run, execute its pending stages and write the report; returns ``(results, finals)``: ``{RunKey:
     result}`` of every evaluation in ``args.out`` and ``{(model, method, seed): final checkpoint}`` of this run's
@@ -580,7 +586,7 @@ def run_protocol(args):
     # a resumed run keeps its first prediction (the whole run's) and adds to its wall time
     before = protocol['runs'].get(args.run, {})
     wall = before.get('wall_s', 0.0)
-    protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=args.methods,
+    protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=methods_run(args),
                                       schedule={f: args.schedule[f] for f in families(args)},
                                       device=args.device, jobs=args.jobs, threads=args.threads,
                                       predicted_s=before.get('predicted_s', predicted), wall_s=wall)

@@ -70,7 +70,7 @@ def row_order(model_method):
 
 def aggregate(results):
     """``{(model, method): {'n', 'map_3d': (mean, std), 'map_bev': ..., 'params', per-AP-key (mean, std)}}`` over
-    the seeds' final checkpoints (std nan for one seed)."""
+    the seeds' final checkpoints (std nan for one seed); per-AP keys are those that every seed's evaluation has."""
     groups = {}
     for key, r in results.items():
         if key.epoch is None:
@@ -79,7 +79,10 @@ def aggregate(results):
     for k, runs in groups.items():
         a = dict(n=len(runs), params=runs[0]['params'], gflops=runs[0]['gflops'],
                  latency_s=float(np.mean([r['latency_s'] for r in runs])))
-        for m in ('map_3d', 'map_bev', *runs[0]['ap']):
+        # AP keys every seed has: the KITTI evaluator (as OpenPCDet's) leaves out the aos keys of a run without
+        # detections, so a student that detects nothing has fewer keys than its other seeds
+        common = [m for m in runs[0]['ap'] if all(m in r['ap'] for r in runs)]
+        for m in ('map_3d', 'map_bev', *common):
             v = [r[m] if m.startswith('map_') else r['ap'][m] for r in runs]
             a[m] = t_interval(v)[:2]
         agg[k] = a

@@ -56,7 +56,7 @@ def _syncbn_worker(rank, world_size, port, out_dir):
     gathered = dist_utils.gather_objects({k: v.clone() for k, v in model.state_dict().items()})
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, 'states.pth'))
-    del ddp, opt  # DDP's reducer holds the group: release it while the group and the interpreter are intact
+    del ddp, opt  # DDP's reducer holds a reference to the group: drop it before the group is destroyed
     dist_utils.shut_down()
     assert not dist_utils.is_dist()
 

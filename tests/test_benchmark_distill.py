@@ -459,3 +459,44 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
         for cfg in ('pointpillar', 'pointpillar_4x', 'pointpillar_4x_pointdistiller'):
             for d in (ROOT / 'output' / 'kitti_synth_models' / cfg).glob(f'{prefix}_*'):
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def test_docs_merge_the_runs_output_folders(tmp_path):
+    """tools/benchmark_docs.py: the docs' report is the union of the runs' folders (results, runs, batch sizes);
+    a row two folders hold with different results, or another validation set, is refused by name."""
+    import benchmark_docs
+    key = load_tool().RunKey
+    counts = {'Car': [1, 2, 3, 2]}
+
+    def folder(name, run_name, batch, rows):
+        out = tmp_path / name
+        out.mkdir()
+        results = {key(*k): dict(run(*v), params=1e6, gflops=1.0, latency_s=0.01, ap={}) for k, v in rows.items()}
+        benchmark_docs.save_results(results, out / 'benchmark_results.json')
+        protocol = dict(data=dict(num_train=10, num_val=5, data_path='d', batch=batch), teacher_seed=0,
+                        val_counts=counts, runs={run_name: dict(students=['x'], seeds=[0], methods=['PointDistiller'],
+                                                                schedule={'F': [2, 1]}, device='cpu', jobs=1,
+                                                                threads=1, predicted_s=60.0, wall_s=120.0)})
+        (out / 'benchmark_protocol.json').write_text(json.dumps(protocol))
+        return out
+
+    pp = folder('pp', 'headline', 'PointPillars 4', {('PointPillars teacher', 'teacher', 0, 1): (4.0, 5.0),
+                                                     ('PointPillars teacher', 'teacher', 0): (9.0, 10.0),
+                                                     ('PointPillars 4x', 'plain', 0): (3.0, 4.0),
+                                                     ('PointPillars 4x', 'PointDistiller', 0): (5.0, 6.0)})
+    rcnn = folder('rcnn', 'pointrcnn', 'PointRCNN 2', {('PointRCNN teacher', 'teacher', 0): (7.0, 8.0),
+                                                       ('PointRCNN 8x', 'plain', 0): (1.0, 2.0)})
+    docs = tmp_path / 'docs'
+    results = benchmark_docs.write_docs([pp, rcnn], docs)
+    assert len(results) == 6 and load_tool().load_results(docs / 'benchmark_results.json') == results
+    text = (docs / 'BENCHMARK.md').read_text()
+    assert 'batch PointPillars 4, PointRCNN 2;' in text
+    assert '| headline |' in text and '| pointrcnn |' in text and '| PointRCNN 8x | plain | 1 |' in text
+    assert all((docs / 'figures' / f'benchmark_{n}.png').stat().st_size > 0 for n in benchmark_docs.FIGURES)
+    clash = folder('clash', 'others', 'PointPillars 4', {('PointPillars 4x', 'plain', 0): (3.5, 4.0)})
+    with pytest.raises(ValueError, match=r"PointPillars 4x.*pp.*clash"):
+        benchmark_docs.merge_results([pp, clash])
+    counts['Car'] = [9, 9, 9, 9]
+    other_val = folder('other_val', 'others', 'SECOND 4', {})
+    with pytest.raises(ValueError, match='other_val.*val_counts'):
+        benchmark_docs.merge_protocols([pp, other_val])

@@ -101,6 +101,19 @@ EVAL_FRAME_S = {'PointPillars teacher': 0.12, 'PointPillars 4x': 0.07, 'PointPil
 STAGE_START_S = 15.0  # interpreter, torch, dataset and model set-up of one subprocess
 
 
+class ShippedTeacher(NamedTuple):
+    """A teacher this tool trained once and the repository ships (weights only): the runs of its data (tag prefix)
+    and teacher schedule distil from it instead of training it again, unless ``--train_teacher``."""
+    path: Path
+    sha256: str
+    epochs: int
+
+
+# (tag prefix, family) -> the shipped teacher; made with
+# python tools/benchmark_distill.py --run headline --train_teacher --ship_teacher <path> (docs/RESULTS_PROTOCOL.md)
+SHIPPED_TEACHERS = {}
+
+
 class Preset(NamedTuple):
     """One ``--run``: student rows, seeds, data, tag prefix and epochs per detector family (teacher, student)."""
     students: tuple
@@ -154,6 +167,11 @@ def parse_args(argv=None):
     p.add_argument('--teacher_ckpt', default=None,
                    help="a trained teacher shared by every student (the run's one detector family): its training "
                         'and curve are skipped, its final evaluation is not')
+    p.add_argument('--train_teacher', action='store_true',
+                   help='train every teacher here, also where the repository ships one for the run (SHIPPED_TEACHERS)')
+    p.add_argument('--ship_teacher', default=None, metavar='PATH',
+                   help="write the teacher this run trains (one detector family) to PATH, weights only, and print "
+                        'its sha256')
     p.add_argument('--device', choices=['auto', 'cpu', 'cuda'], default='auto', help='training device')
     p.add_argument('--jobs', type=int, default=2, help='stages run at once')
     p.add_argument('--threads', type=int, default=None, help='threads per stage (default 1 on CPU, 4 with CUDA)')
@@ -187,27 +205,101 @@ def parse_args(argv=None):
         import torch
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.threads = args.threads or (1 if args.device == 'cpu' else 4)
-    args.teacher_sha = None
-    if args.teacher_ckpt:
-        args.teacher_ckpt = Path(args.teacher_ckpt).resolve()
-        if len(families(args)) != 1:
-            p.error(f'--teacher_ckpt: one teacher for one detector family, the students {args.students} need '
-                    f'{families(args)}')
-        if not args.teacher_ckpt.is_file():
-            p.error(f'--teacher_ckpt: {args.teacher_ckpt} is not a file')
-        args.teacher_sha = file_sha256(args.teacher_ckpt)
+    args.given_teachers = given_teachers(args, p.error)
+    if args.ship_teacher and (len(families(args)) != 1 or args.given_teachers):
+        p.error('--ship_teacher writes the teacher this run trains: one detector family, trained here '
+                f'(--train_teacher; this run: {families(args)}, given {sorted(args.given_teachers)})')
     args.workers = (0 if args.device == 'cpu' else 4) if args.workers is None else args.workers
     return args
 
 
+class GivenTeacher(NamedTuple):
+    """A trained teacher file the run's students of one family distil from (``--teacher_ckpt`` or shipped)."""
+    path: Path
+    sha256: str
+    epochs: int   # its schedule where known (a shipped teacher), else 0
+
+
+def given_teachers(args, error):
+    """``{family: GivenTeacher}``: ``--teacher_ckpt`` (one family), else each family's shipped teacher where the run
+    would train exactly that one (same data, teacher seed and schedule) and ``--train_teacher`` is not given."""
+    if args.teacher_ckpt:
+        path = Path(args.teacher_ckpt).resolve()
+        if len(families(args)) != 1:
+            error(f'--teacher_ckpt: one teacher for one detector family, the students {args.students} need '
+                  f'{families(args)}')
+        if not path.is_file():
+            error(f'--teacher_ckpt: {path} is not a file')
+        return {families(args)[0]: GivenTeacher(path, file_sha256(path), 0)}
+    given = {}
+    for family in [] if args.train_teacher else families(args):
+        shipped = SHIPPED_TEACHERS.get((args.tag_prefix, family))
+        if shipped and args.teacher_seed == 0 and args.schedule[family][0] == shipped.epochs:
+            given[family] = GivenTeacher(checked_file(shipped.path, shipped.sha256), shipped.sha256, shipped.epochs)
+    return given
+
+
+def checked_file(path, expected_sha256):
+    """``path`` after checking that its sha256 is ``expected_sha256`` (a changed or truncated shipped file is
+    refused, naming how to restore it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f'the shipped teacher {path} is missing; restore it (git checkout -- {path}) or train one '
+                         'with --train_teacher')
+    found = file_sha256(path)
+    if found != expected_sha256:
+        raise SystemExit(f'{path} has sha256 {found}, the shipped teacher has {expected_sha256}; restore it '
+                         f'(git checkout -- {path}) or train one with --train_teacher')
+    return path
+
+
+def write_teacher_weights(ckpt, path):
+    """Write the weights of teacher checkpoint ``ckpt`` (no optimizer state) to ``path``; return its sha256."""
+    from pcdet.utils import checkpoint_utils
+    state = checkpoint_utils.load_checkpoint(ckpt)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_utils.save_checkpoint({k: state[k] for k in ('model_state', 'epoch', 'version') if k in state},
+                                     str(path))
+    return file_sha256(path)
+
+
+def curve_file(teacher_path):
+    """Where a shipped teacher's convergence curve is recorded: ``<stem>_curve.json`` beside the weights (its
+    intermediate checkpoints are not shipped, so a run distilling from it cannot evaluate them again)."""
+    return Path(teacher_path).with_name(Path(teacher_path).stem + '_curve.json')
+
+
+def write_teacher_curve(results, key, teacher_path, sha256):
+    """Record the curve evaluations (``RunKey`` ``key`` at every intermediate epoch) of the teacher written to
+    ``teacher_path`` with its sha256, so that they join the reports of runs that distil from that file."""
+    curve = {k: v for k, v in results.items() if k._replace(epoch=None) == key and k.epoch is not None}
+    write_json(dict(sha256=sha256, results=[dict(model=k.model, method=k.method, seed=k.seed, epoch=k.epoch,
+                                                 result=v) for k, v in sorted(curve.items())]),
+               curve_file(teacher_path))
+
+
+def recorded_curve(teacher):
+    """``{RunKey: result}`` of a given teacher's recorded curve (``curve_file``), empty when there is none or it was
+    recorded for another file (sha256)."""
+    path = curve_file(teacher.path)
+    if not path.exists():
+        return {}
+    record = json.loads(path.read_text())
+    if record.get('sha256') != teacher.sha256:
+        return {}
+    return {RunKey(r['model'], r['method'], int(r['seed']), r['epoch']): r['result'] for r in record['results']}
+
+
 def run_tag(args, seed, family='PointPillars', teacher=False):
     """Output folder tag of a training: ``<prefix>_e<teacher epochs>[-<student epochs>][_t<teacher seed>]_seed<seed>``
-    (the prefix names the frame count when it is not the run's): a student's tag names its teacher too; with
-    ``--teacher_ckpt`` a student's tag is ``<prefix>_t<first 8 hex digits of the file's sha256>-<epochs>_seed<seed>``.
-    The quick run and the quickstart share the prefix ``quickstart``, so each reuses the other's runs."""
+    (the prefix names the frame count when it is not the run's): a student's tag names its teacher too; distilled
+    from a given teacher file (``--teacher_ckpt`` or shipped) a student's tag is ``<prefix>_t<first 8 hex digits of
+    the file's sha256>-<epochs>_seed<seed>``. The quick run and the quickstart share the prefix ``quickstart``, so
+    each reuses the other's runs."""
     te, se = args.schedule[family]
-    if args.teacher_sha and not teacher:   # a given teacher: named by its file's hash, not by a schedule
-        return f'{args.tag_prefix}_t{args.teacher_sha[:8]}-{se}_seed{seed}'
+    given = args.given_teachers.get(family)
+    if given and not teacher:   # a given teacher: named by its file's hash, not by a schedule
+        return f'{args.tag_prefix}_t{given.sha256[:8]}-{se}_seed{seed}'
     student = '' if teacher else f'-{se}' + (f'_t{args.teacher_seed}' if args.teacher_seed else '')
     return f'{args.tag_prefix}_e{te}{student}_seed{seed}'
 
@@ -287,10 +379,11 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
     stages, teacher_stage = [], {}
     for family in families(args):
         cfg, (te, _) = TEACHERS[family], args.schedule[family]
-        if args.teacher_ckpt:
+        given = args.given_teachers.get(family)
+        if given:
             teacher_stage[family] = given_teacher_stage(args, family)
             key = RunKey(f'{family} teacher', 'teacher', args.teacher_seed)
-            stages += [teacher_stage[family], eval_stage(args, key, cfg, args.teacher_ckpt, 0, results, out)]
+            stages += [teacher_stage[family], eval_stage(args, key, cfg, given.path, given.epochs, results, out)]
             continue
         interval = curve_interval(te)
         tag = run_tag(args, args.teacher_seed, family, teacher=True)
@@ -327,8 +420,8 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
 
 
 def given_teacher_stage(args, family):
-    """The ``--teacher_ckpt`` teacher as a finished training stage (nothing to run; its file is the final)."""
-    path = args.teacher_ckpt
+    """The family's given teacher as a finished training stage (nothing to run; its file is the final)."""
+    path = args.given_teachers[family].path
     return Stage(f'given teacher {path}', 'train', [], lambda: True, priority=1,
                  info=dict(model=f'{family} teacher', method='teacher', seed=args.teacher_seed, final=path, steps=0,
                            cfg=TEACHERS[family].stem, init=None, teacher=None))
@@ -534,7 +627,8 @@ def prepare_data(args):
 def protocol_config(args):
     """What the results in one ``--out`` must share: data, tag prefix, teacher seed and each family's schedule."""
     return dict(num_train=args.num_train, num_val=args.num_val, tag_prefix=args.tag_prefix,
-                teacher_seed=args.teacher_seed, teacher_sha256=args.teacher_sha,
+                teacher_seed=args.teacher_seed,
+                teacher_sha256={f: t.sha256 for f, t in args.given_teachers.items()} or None,
                 schedule={f: list(args.schedule[f]) for f in families(args)})
 
 
@@ -570,6 +664,9 @@ def run_protocol(args):
     out.mkdir(parents=True, exist_ok=True)
     protocol = load_protocol(args, out)
     results = load_results(out / 'benchmark_results.json')
+    for teacher in args.given_teachers.values():   # a shipped teacher's curve joins the report
+        for key, result in recorded_curve(teacher).items():
+            results.setdefault(key, result)
     stages = plan(args, results, out)
     todo = pending(stages)
     predicted = predict_seconds(stages, args) if args.device == 'cpu' else float('nan')
@@ -620,8 +717,17 @@ def main(argv=None):
         result = evaluate_checkpoint(cfg, ckpt, args.data_path, workers=args.workers)
         write_json(dict(result, eval_s=time.time() - t0), json_file)
         return
-    if run_protocol(args) is not None:
-        print((Path(args.out) / 'BENCHMARK.md').read_text())
+    done = run_protocol(args)
+    if done is None:
+        return
+    print((Path(args.out) / 'BENCHMARK.md').read_text())
+    if args.ship_teacher:
+        family = families(args)[0]
+        key = RunKey(f'{family} teacher', 'teacher', args.teacher_seed)
+        sha = write_teacher_weights(done[1][key[:3]], args.ship_teacher)
+        write_teacher_curve(done[0], key, args.ship_teacher, sha)
+        print(f'teacher weights written to {args.ship_teacher}: sha256 {sha}, {args.schedule[family][0]} epochs; '
+              f'its curve to {curve_file(args.ship_teacher)}')
 
 
 if __name__ == '__main__':

@@ -95,26 +95,8 @@ def ensure_dataset(data_path, preset, seed, workers):
 
 def shipped_teacher(path=SHIPPED_TEACHER, expected=SHIPPED_TEACHER_SHA256):
     """The shipped teacher checkpoint, after checking its sha256 (a changed or truncated file is refused)."""
-    from benchmark_distill import file_sha256
-    if not Path(path).is_file():
-        raise SystemExit(f'quickstart: the shipped teacher {path} is missing; restore it (git checkout -- {path}) '
-                         'or train one with --train_teacher')
-    found = file_sha256(path)
-    if expected is not None and found != expected:
-        raise SystemExit(f'quickstart: {path} has sha256 {found}, the shipped teacher has {expected}; restore it '
-                         f'(git checkout -- {path}) or train one with --train_teacher')
-    return Path(path)
-
-
-def ship_teacher(ckpt, path):
-    """Write the weights of teacher checkpoint ``ckpt`` (no optimizer state) to ``path``; return its sha256."""
-    from benchmark_distill import file_sha256
-    from pcdet.utils import checkpoint_utils
-    state = checkpoint_utils.load_checkpoint(ckpt)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    checkpoint_utils.save_checkpoint({k: state[k] for k in ('model_state', 'epoch', 'version') if k in state},
-                                     str(path))
-    return file_sha256(path)
+    from benchmark_distill import checked_file
+    return checked_file(path, expected)
 
 
 def benchmark_args(args, preset, data_path, teacher_ckpt):
@@ -176,7 +158,8 @@ def main(argv=None):
     bench = benchmark_args(args, preset, data_path, teacher)
     results, finals = run_protocol(bench)
     if args.ship_teacher:
-        sha = ship_teacher(finals[('PointPillars teacher', 'teacher', bench.teacher_seed)], args.ship_teacher)
+        from benchmark_distill import write_teacher_weights
+        sha = write_teacher_weights(finals[('PointPillars teacher', 'teacher', bench.teacher_seed)], args.ship_teacher)
         print(f'teacher weights written to {args.ship_teacher}: sha256 {sha}')
 
     stage('timing the networks (interleaved rounds, batch 1)')

@@ -388,6 +388,10 @@ def test_the_shipped_teacher_replaces_the_training_it_would_repeat(tmp_path, mon
     for argv in (['--train_teacher'], ['--teacher_epochs', '16'], ['--teacher_seed', '1'], ['--num_train', '2000'],
                  ['--epochs_scale', '2']):
         assert tool.parse_args(argv).given_teachers == {}, argv
+    # how it was made: the teacher and its curve only (--teacher_only), then its weights written (--ship_teacher)
+    _, stages = headline_plan(tool, tmp_path, argv=['--train_teacher', '--teacher_only', '--ship_teacher',
+                                                    str(tmp_path / 't.pth')])
+    assert [(s.kind, s.info['method']) for s in stages] == [('train', 'teacher')] + [('eval', 'teacher')] * 4
     with pytest.raises(SystemExit):   # --ship_teacher writes a teacher the run trains, of one family
         tool.parse_args(['--ship_teacher', str(tmp_path / 't.pth')])
     with pytest.raises(SystemExit):

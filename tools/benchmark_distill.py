@@ -110,7 +110,7 @@ class ShippedTeacher(NamedTuple):
 
 
 # (tag prefix, family) -> the shipped teacher; made with
-# python tools/benchmark_distill.py --run headline --train_teacher --ship_teacher <path> (docs/RESULTS_PROTOCOL.md)
+# python tools/benchmark_distill.py --run headline --train_teacher --teacher_only --ship_teacher <path>
 SHIPPED_TEACHERS = {}
 
 
@@ -169,6 +169,8 @@ def parse_args(argv=None):
                         'and curve are skipped, its final evaluation is not')
     p.add_argument('--train_teacher', action='store_true',
                    help='train every teacher here, also where the repository ships one for the run (SHIPPED_TEACHERS)')
+    p.add_argument('--teacher_only', action='store_true',
+                   help="train and evaluate the run's teachers (with their curves), no students")
     p.add_argument('--ship_teacher', default=None, metavar='PATH',
                    help="write the teacher this run trains (one detector family) to PATH, weights only, and print "
                         'its sha256')
@@ -272,10 +274,8 @@ def curve_file(teacher_path):
 def write_teacher_curve(results, key, teacher_path, sha256):
     """Record the curve evaluations (``RunKey`` ``key`` at every intermediate epoch) of the teacher written to
     ``teacher_path`` with its sha256, so that they join the reports of runs that distil from that file."""
-    curve = {k: v for k, v in results.items() if k._replace(epoch=None) == key and k.epoch is not None}
-    write_json(dict(sha256=sha256, results=[dict(model=k.model, method=k.method, seed=k.seed, epoch=k.epoch,
-                                                 result=v) for k, v in sorted(curve.items())]),
-               curve_file(teacher_path))
+    curve = {k: results[k] for k in sorted(k for k in results if k.epoch is not None and k._replace(epoch=None) == key)}
+    write_json(dict(sha256=sha256, results=rows_of_results(curve)), curve_file(teacher_path))
 
 
 def recorded_curve(teacher):
@@ -287,7 +287,7 @@ def recorded_curve(teacher):
     record = json.loads(path.read_text())
     if record.get('sha256') != teacher.sha256:
         return {}
-    return {RunKey(r['model'], r['method'], int(r['seed']), r['epoch']): r['result'] for r in record['results']}
+    return results_of_rows(record['results'])
 
 
 def run_tag(args, seed, family='PointPillars', teacher=False):
@@ -339,14 +339,23 @@ def load_results(path):
     data = json.loads(Path(path).read_text())
     if isinstance(data, dict):
         return {RunKey(*k.split('|')[:2], int(k.split('|')[2])): v for k, v in data.items()}
-    return {RunKey(r['model'], r['method'], int(r['seed']), r.get('epoch')): r['result'] for r in data}
+    return results_of_rows(data)
+
+
+def results_of_rows(rows):
+    """``{RunKey: result}`` of a list of ``{model, method, seed, [epoch,] result}``."""
+    return {RunKey(r['model'], r['method'], int(r['seed']), r.get('epoch')): r['result'] for r in rows}
+
+
+def rows_of_results(results):
+    """The list of ``{model, method, seed, [epoch,] result}`` of ``{RunKey: result}`` (``epoch`` only where set)."""
+    return [dict(model=k.model, method=k.method, seed=k.seed, **({} if k.epoch is None else {'epoch': k.epoch}),
+                 result=v) for k, v in results.items()]
 
 
 def save_results(results, path):
     """Write ``results`` atomically (an interrupted write leaves the previous file)."""
-    rows = [dict(model=k.model, method=k.method, seed=k.seed, **({} if k.epoch is None else {'epoch': k.epoch}),
-                 result=v) for k, v in results.items()]
-    write_json(rows, path)
+    write_json(rows_of_results(results), path)
 
 
 def write_json(obj, path):
@@ -398,7 +407,7 @@ def plan(args, results, out, runs_root=RUNS_ROOT):
                 continue  # finished without intermediate checkpoints (e.g. the quickstart's teacher)
             key = RunKey(f'{family} teacher', 'teacher', args.teacher_seed, None if epoch == te else epoch)
             stages.append(eval_stage(args, key, cfg, ckpt, epoch, results, out, deps=(train.name,)))
-    for student in args.students:
+    for student in [] if args.teacher_only else args.students:
         family, plain_cfg, method_cfgs = STUDENTS[student]
         se = args.schedule[family][1]
         for seed in args.seeds:
@@ -681,16 +690,19 @@ def run_protocol(args):
                                 batch=', '.join(f'{f} {FAMILY_BATCH[f]}' for f in families(args))),
                     teacher_seed=args.teacher_seed, val_counts=prepare_data(args))
     # a resumed run keeps its first prediction (the whole run's) and adds to its wall time
-    before = protocol['runs'].get(args.run, {})
+    name = args.run + (' teachers' if args.teacher_only else '')   # the protocol's record of this run
+    before = protocol['runs'].get(name, {})
     wall = before.get('wall_s', 0.0)
-    protocol['runs'][args.run] = dict(students=args.students, seeds=args.seeds, methods=methods_run(args),
-                                      schedule={f: args.schedule[f] for f in families(args)},
-                                      device=args.device, jobs=args.jobs, threads=args.threads,
-                                      predicted_s=before.get('predicted_s', predicted), wall_s=wall)
+    students = [] if args.teacher_only else args.students
+    protocol['runs'][name] = dict(students=students, seeds=args.seeds if students else [],
+                                  methods=methods_run(args) if students else [],
+                                  schedule={f: args.schedule[f] for f in families(args)},
+                                  device=args.device, jobs=args.jobs, threads=args.threads,
+                                  predicted_s=before.get('predicted_s', predicted), wall_s=wall)
     t0 = time.time()
 
     def save_protocol():   # after every stage too: a killed run keeps the wall time it has spent
-        protocol['runs'][args.run]['wall_s'] = wall + time.time() - t0
+        protocol['runs'][name]['wall_s'] = wall + time.time() - t0
         write_json(protocol, out / 'benchmark_protocol.json')
     try:
         execute(stages, args, out, on_stage_done=save_protocol)

@@ -36,23 +36,29 @@ def test_quick_defaults_reuse_the_quickstart_runs(tmp_path):
     assert args.schedule['PointPillars'] == (preset['teacher_epochs'], preset['student_epochs']) == (24, 8)
     assert (args.num_train, args.num_val) == (preset['num_train'], preset['num_val'])
     assert args.students == ['PointPillars 4x'] and args.data_path.endswith('kitti_synth')
-    assert [tool.run_tag(args, s) for s in (0, 1)] == ['quickstart_e24-8_seed0', 'quickstart_e24-8_seed1']
-    assert tool.run_tag(args, args.teacher_seed, teacher=True) == 'quickstart_e24_seed0'
-    # the quickstart that trains its teacher runs exactly these folders (each reuses the other's runs)
-    qargs = quickstart.parse_args(['--train_teacher', '--seeds', '0', '1'])
-    qargs.out_dir = tmp_path
-    q = quickstart.benchmark_args(qargs, preset, Path(args.data_path), None)
-    assert [tool.run_tag(q, s) for s in (0, 1)] == [tool.run_tag(args, s) for s in (0, 1)]
-    assert tool.run_tag(q, 0, teacher=True) == tool.run_tag(args, 0, teacher=True)
+    shipped = tool.SHIPPED_TEACHERS[('quickstart', 'PointPillars')]   # the quickstart's teacher, 24 epochs
+    assert args.given_teachers['PointPillars'] == (shipped.path, shipped.sha256, 24)
+    assert [tool.run_tag(args, s) for s in (0, 1)] == [f'quickstart_t{shipped.sha256[:8]}-8_seed{s}' for s in (0, 1)]
+    own = tool.parse_args(['--quick', '--seeds', '0', '1', '--train_teacher'])
+    assert [tool.run_tag(own, s) for s in (0, 1)] == ['quickstart_e24-8_seed0', 'quickstart_e24-8_seed1']
+    assert tool.run_tag(own, own.teacher_seed, teacher=True) == 'quickstart_e24_seed0'
+    # the quickstart runs exactly these folders, with the shipped teacher or its own (each reuses the other's runs)
+    for quick, qargv, teacher in ((args, [], quickstart.shipped_teacher()), (own, ['--train_teacher'], None)):
+        qargs = quickstart.parse_args(qargv + ['--seeds', '0', '1'])
+        qargs.out_dir = tmp_path
+        q = quickstart.benchmark_args(qargs, preset, Path(args.data_path), teacher)
+        assert q.given_teachers == quick.given_teachers
+        assert [tool.run_tag(q, s) for s in (0, 1)] == [tool.run_tag(quick, s) for s in (0, 1)]
+        assert tool.run_tag(q, 0, teacher=True) == tool.run_tag(quick, 0, teacher=True)
 
 
 def test_quick_with_other_students_and_schedule():
     tool = load_tool()
     args = tool.parse_args(['--quick', '--students', 'PointPillars 16x', 'SECOND 4x'])
     assert args.students == ['PointPillars 16x', 'SECOND 4x']
-    assert tool.run_tag(args, 0, 'SECOND') == 'quickstart_e24-8_seed0'
+    assert tool.run_tag(args, 0, 'SECOND') == 'quickstart_e24-8_seed0'   # no SECOND teacher ships: trained
     # another schedule must not find (and silently reuse) the 8-epoch students; the 24-epoch teacher is shared
-    args = tool.parse_args(['--quick', '--teacher_epochs', '24', '--student_epochs', '16'])
+    args = tool.parse_args(['--quick', '--teacher_epochs', '24', '--student_epochs', '16', '--train_teacher'])
     assert (args.teacher_epochs, args.student_epochs) == (24, 16) and args.num_train == 240
     assert args.schedule['PointPillars'] == (24, 16)
     assert tool.run_tag(args, 0) == 'quickstart_e24-16_seed0' and tool.run_tag(args, 2) == 'quickstart_e24-16_seed2'

@@ -80,7 +80,7 @@ def test_quickstart_tiny_trains_and_ships_a_teacher(tmp_path, tag):
 def test_quickstart_tiny_with_the_shipped_teacher_and_reuse(tmp_path, tag):
     out = run_quickstart(tmp_path, tag)
     check_table_and_results(tmp_path / 'out', out, seeds=2)
-    sha = file_sha256(quickstart.SHIPPED_TEACHER)
+    sha = file_sha256(quickstart.shipped_teacher())
     ckpts = sorted((OUT_MODELS / s / f'{tag}_t{sha[:8]}-1_seed{seed}' / 'ckpt' / 'checkpoint_epoch_1.pth')
                    for s in STAGES[1:] for seed in (0, 1))
     assert all(c.exists() for c in ckpts), ckpts
@@ -93,11 +93,16 @@ def test_quickstart_tiny_with_the_shipped_teacher_and_reuse(tmp_path, tag):
     assert [c.stat().st_mtime_ns for c in ckpts] == mtimes
 
 
-def test_a_changed_shipped_teacher_is_refused(tmp_path):
+def test_a_changed_shipped_teacher_is_refused(tmp_path, monkeypatch):
+    from benchmark_distill import SHIPPED_TEACHERS
+    key = (quickstart.TAG_PREFIX, 'PointPillars')
+    shipped = SHIPPED_TEACHERS[key]
+    assert quickstart.shipped_teacher() == shipped.path   # the shipped file has the recorded hash
     copy = tmp_path / 'teacher.pth'
-    copy.write_bytes(quickstart.SHIPPED_TEACHER.read_bytes()[:-1])
+    copy.write_bytes(shipped.path.read_bytes()[:-1])
+    monkeypatch.setitem(SHIPPED_TEACHERS, key, shipped._replace(path=copy))
     with pytest.raises(SystemExit, match='sha256 .* the shipped teacher has'):
-        quickstart.shipped_teacher(copy, quickstart.SHIPPED_TEACHER_SHA256)
+        quickstart.shipped_teacher()
+    monkeypatch.setitem(SHIPPED_TEACHERS, key, shipped._replace(path=tmp_path / 'absent.pth'))
     with pytest.raises(SystemExit, match='missing'):
-        quickstart.shipped_teacher(tmp_path / 'absent.pth', quickstart.SHIPPED_TEACHER_SHA256)
-    assert quickstart.shipped_teacher() == quickstart.SHIPPED_TEACHER   # the shipped file has the recorded hash
+        quickstart.shipped_teacher()

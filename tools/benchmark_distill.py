@@ -4,7 +4,7 @@ tools/benchmark_report.py.
 
 - One teacher per detector family, trained once (``--teacher_seed``) and evaluated at every quarter of its schedule
   (the convergence curve: converged = less than 1 mAP point gained over the last quarter), shared by every student
-  and seed.
+  and seed; where the repository ships it (``SHIPPED_TEACHERS``), the file and its recorded curve are used.
 - Per student row: the plain student and each method (PointDistiller, PointDistiller with ``TEACHER_GCN: frozen``,
   FitNet) over seeds; plain and distilled runs of a seed share ``--seed`` and their initial weights (a saved
   per-seed initial checkpoint, ``--pretrained_model``).
@@ -15,7 +15,7 @@ Stages (trainings with tools/train.py, evaluations with report_utils.evaluate_ch
 ``--jobs`` at a time with ``--threads`` threads each; a finished training (its final checkpoint) or evaluation (its
 entry in benchmark_results.json) is reused, so an interrupted run continues where it stopped.
 
-    python tools/benchmark_distill.py --run headline   # PointPillars teacher + 4x students, 4 methods x 5 seeds
+    python tools/benchmark_distill.py --run headline   # 4x PointPillars students, 4 methods x 5 seeds
     python tools/benchmark_distill.py --run others     # 16x PointPillars and SECOND 4x, 4 methods x 3 seeds
     python tools/benchmark_distill.py --run headline --dry_run       # the plan and its predicted wall time
     python tools/benchmark_distill.py --run all --device cuda --seeds 0 1 2 3 4 5 6 7 8 9 --epochs_scale 4 \\
@@ -109,9 +109,13 @@ class ShippedTeacher(NamedTuple):
     epochs: int
 
 
-# (tag prefix, family) -> the shipped teacher; made with
-# python tools/benchmark_distill.py --run headline --train_teacher --teacher_only --ship_teacher <path>
-SHIPPED_TEACHERS = {}
+# (tag prefix, family) -> the shipped teacher, each with the command that made it
+SHIPPED_TEACHERS = {
+    # python tools/quickstart.py --train_teacher --ship_teacher checkpoints/quickstart_teacher_pointpillar.pth
+    ('quickstart', 'PointPillars'): ShippedTeacher(
+        ROOT / 'checkpoints' / 'quickstart_teacher_pointpillar.pth',
+        '85c20e28c78b11cf363110b9254f5d510b97172277df678e8ae74d10ec19ab94', 24),
+}
 
 
 class Preset(NamedTuple):
@@ -126,7 +130,7 @@ class Preset(NamedTuple):
 
 
 BENCH_DATA = dict(num_train=1000, num_val=500, data_path='data/kitti_synth_bench', tag_prefix='bench',
-                  schedule={'PointPillars': (16, 4), 'SECOND': (8, 3), 'PointRCNN': (3, 1)})
+                  schedule={'PointPillars': (40, 4), 'SECOND': (8, 3), 'PointRCNN': (3, 1)})
 RUNS = {
     'headline': Preset(('PointPillars 4x',), (0, 1, 2, 3, 4), **BENCH_DATA),
     'others': Preset(('PointPillars 16x', 'SECOND 4x'), (0, 1, 2), **BENCH_DATA),
@@ -232,7 +236,9 @@ def given_teachers(args, error):
                   f'{families(args)}')
         if not path.is_file():
             error(f'--teacher_ckpt: {path} is not a file')
-        return {families(args)[0]: GivenTeacher(path, file_sha256(path), 0)}
+        sha = file_sha256(path)   # a shipped teacher's file given by path keeps its schedule
+        epochs = next((s.epochs for s in SHIPPED_TEACHERS.values() if s.sha256 == sha), 0)
+        return {families(args)[0]: GivenTeacher(path, sha, epochs)}
     given = {}
     for family in [] if args.train_teacher else families(args):
         shipped = SHIPPED_TEACHERS.get((args.tag_prefix, family))

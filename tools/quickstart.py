@@ -33,8 +33,7 @@ PRESETS = {
     'tiny': dict(num_train=4, num_val=2, teacher_epochs=1, student_epochs=1, seeds=(0, 1)),
 }
 DATA_SEED = 0   # the synthetic set's seed: the shipped teacher was trained on its training split
-SHIPPED_TEACHER = ROOT / 'checkpoints' / 'quickstart_teacher_pointpillar.pth'
-SHIPPED_TEACHER_SHA256 = '85c20e28c78b11cf363110b9254f5d510b97172277df678e8ae74d10ec19ab94'
+TAG_PREFIX = 'quickstart'   # its shipped teacher: benchmark_distill.SHIPPED_TEACHERS[(TAG_PREFIX, 'PointPillars')]
 STUDENT = 'PointPillars 4x'
 # table rows: (label, benchmark model, benchmark method, config the checkpoint is evaluated and timed with)
 ROWS = [('teacher PointPillars', 'PointPillars teacher', 'teacher', 'pointpillar.yaml'),
@@ -93,10 +92,12 @@ def ensure_dataset(data_path, preset, seed, workers):
          '--workers', workers])
 
 
-def shipped_teacher(path=SHIPPED_TEACHER, expected=SHIPPED_TEACHER_SHA256):
-    """The shipped teacher checkpoint, after checking its sha256 (a changed or truncated file is refused)."""
-    from benchmark_distill import checked_file
-    return checked_file(path, expected)
+def shipped_teacher():
+    """The quickstart's shipped teacher checkpoint (``benchmark_distill.SHIPPED_TEACHERS``), after checking its sha256
+    (a changed or truncated file is refused)."""
+    from benchmark_distill import SHIPPED_TEACHERS, checked_file
+    shipped = SHIPPED_TEACHERS[(TAG_PREFIX, 'PointPillars')]
+    return checked_file(shipped.path, shipped.sha256)
 
 
 def benchmark_args(args, preset, data_path, teacher_ckpt):
@@ -107,9 +108,10 @@ def benchmark_args(args, preset, data_path, teacher_ckpt):
             '--num_train', str(preset['num_train']), '--num_val', str(preset['num_val']),
             '--teacher_epochs', str(preset['teacher_epochs']), '--student_epochs', str(preset['student_epochs']),
             '--seeds', *map(str, args.seeds or preset['seeds']), '--jobs', str(args.jobs),
-            '--tag_prefix', args.extra_tag or ('quickstart_tiny' if args.tiny else 'quickstart'),
+            '--tag_prefix', args.extra_tag or (f'{TAG_PREFIX}_tiny' if args.tiny else TAG_PREFIX),
             '--out', str(args.out_dir), '--device', 'cpu']
-    return benchmark_distill.parse_args(argv + (['--teacher_ckpt', str(teacher_ckpt)] if teacher_ckpt else []))
+    return benchmark_distill.parse_args(argv + (['--teacher_ckpt', str(teacher_ckpt)] if teacher_ckpt else
+                                                ['--train_teacher']))
 
 
 def table_rows(results, latency):

@@ -115,6 +115,11 @@ SHIPPED_TEACHERS = {
     ('quickstart', 'PointPillars'): ShippedTeacher(
         ROOT / 'checkpoints' / 'quickstart_teacher_pointpillar.pth',
         '85c20e28c78b11cf363110b9254f5d510b97172277df678e8ae74d10ec19ab94', 24),
+    # python tools/benchmark_distill.py --run headline --train_teacher --teacher_only --jobs 1 --threads 2 \
+    #     --workers 1 --ship_teacher checkpoints/bench_teacher_pointpillar.pth
+    ('bench', 'PointPillars'): ShippedTeacher(
+        ROOT / 'checkpoints' / 'bench_teacher_pointpillar.pth',
+        '0bb25dfb2bcd8b520495a19b78b7e4b7a3473f045cc081b8bcb99f413c22424c', 40),
 }
 
 

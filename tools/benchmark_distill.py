@@ -149,10 +149,10 @@ RUNS = {
 def quick_preset():
     """The quickstart's data, schedule and seeds (tools/quickstart.py runs these stages; each reuses the other's
     runs)."""
-    from quickstart import PRESETS
+    from quickstart import PRESETS, TAG_PREFIX
     q = PRESETS['full']
     return Preset(('PointPillars 4x',), tuple(q['seeds']), q['num_train'], q['num_val'], 'data/kitti_synth',
-                  'quickstart', {f: (q['teacher_epochs'], q['student_epochs']) for f in TEACHERS})
+                  TAG_PREFIX, {f: (q['teacher_epochs'], q['student_epochs']) for f in TEACHERS})
 
 
 def parse_args(argv=None):

@@ -149,6 +149,35 @@ def test_paired_gains_pairs_by_seed():
     assert 2 * plain[('PointPillars 4x', 'plain')]['map_3d'][1] == pytest.approx(2.00)
 
 
+def test_per_class_gains_pair_each_class_by_seed():
+    key = load_tool().RunKey
+    classes = ('Car', 'Pedestrian', 'Cyclist')
+
+    def ap(car, ped, cyc):   # moderate 3D APs; BEV = 2x 3D
+        values = dict(zip(classes, (car, ped, cyc)))
+        return {f'{c}_{m}/moderate_R40': (1 if m == '3d' else 2) * v for c, v in values.items() for m in ('3d', 'bev')}
+
+    results = {}
+    for seed, (plain, distilled) in enumerate([((10, 5, 3), (13, 5, 1)), ((12, 6, 4), (13, 7, 4)),
+                                               ((8, 4, 2), (7, 6, 1))]):
+        results[key('PointPillars 4x', 'plain', seed)] = dict(run(0, 0), ap=ap(*plain))
+        results[key('PointPillars 4x', 'PointDistiller', seed)] = dict(run(0, 0), ap=ap(*distilled))
+    # a seed without a class's keys (no detections: the evaluator leaves out keys) makes that cell n/a
+    results[key('PointPillars 16x', 'plain', 0)] = dict(run(0, 0), ap=ap(1, 1, 1))
+    results[key('PointPillars 16x', 'FitNet', 0)] = dict(run(0, 0), ap=ap(2, 2, 2))
+    results[key('PointPillars 16x', 'plain', 1)] = dict(run(0, 0), ap=ap(1, 1, 1))
+    results[key('PointPillars 16x', 'FitNet', 1)] = dict(run(0, 0), ap={})
+    rows = {c[0]: c for c in cells_of(report.per_class_gains(results))}
+    # Car gains 3, 1, -1: mean 1, CI 1 -+ 4.968 (test_t_interval_hand_computed); BEV doubles everything
+    # Pedestrian gains 0, 1, 2: mean 1, std 1, CI 1 -+ 4.302653 / sqrt(3) = 1 -+ 2.484
+    # Cyclist gains -2, 0, -1: mean -1, std 1, CI -1 -+ 2.484
+    assert rows['PointPillars 4x'] == ['PointPillars 4x', 'PointDistiller', '3',
+                                       '+1.00 [-3.97, +5.97]', '+2.00 [-7.94, +11.94]',
+                                       '+1.00 [-1.48, +3.48]', '+2.00 [-2.97, +6.97]',
+                                       '-1.00 [-3.48, +1.48]', '-2.00 [-6.97, +2.97]']
+    assert rows['PointPillars 16x'][3:] == ['n/a'] * 6
+
+
 def test_aggregate_keeps_the_ap_keys_every_seed_has():
     """A student that detects nothing gets no aos keys from the evaluator (seen: PointRCNN 8x + PointDistiller,
     seed 2); the report aggregates the keys all seeds have instead of failing on the missing ones."""

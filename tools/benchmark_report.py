@@ -89,24 +89,33 @@ def aggregate(results):
     return agg
 
 
-def paired_stats(results):
-    """Per distilled (model, method): the gains over the plain student trained with the same seed, per metric
-    (``t_interval`` of the gains, ``better`` = seeds with a positive gain, ``closed`` = mean gain / (teacher - mean
-    plain) over the paired seeds; the teacher is the mean of its final evaluations, one shared teacher)."""
+def distilled_pairs(results):
+    """``[(model, method, seeds, runs, plain_runs, teacher_runs)]`` per distilled (model, method) with a plain
+    student of the same seed: ``runs`` / ``plain_runs`` ``{seed: result}`` of the final checkpoints, ``seeds`` the
+    seeds both have, ``teacher_runs`` the family teacher's final evaluations (one shared teacher)."""
     runs = {}
     for key, r in results.items():
         if key.epoch is None:
             runs.setdefault((key.model, key.method), {})[key.seed] = r
-    rows = []
+    pairs = []
     for model, method in sorted(runs, key=row_order):
         plain = runs.get((model, 'plain'), {})
         seeds = sorted(set(runs[(model, method)]) & set(plain))
-        if method in ('plain', 'teacher') or not seeds:
-            continue
-        teacher = runs.get((f'{model.split()[0]} teacher', 'teacher'), {})
+        if method not in ('plain', 'teacher') and seeds:
+            pairs.append((model, method, seeds, runs[(model, method)], plain,
+                          runs.get((f'{model.split()[0]} teacher', 'teacher'), {})))
+    return pairs
+
+
+def paired_stats(results):
+    """Per distilled (model, method): the gains over the plain student trained with the same seed, per metric
+    (``t_interval`` of the gains, ``better`` = seeds with a positive gain, ``closed`` = mean gain / (teacher - mean
+    plain) over the paired seeds; the teacher is the mean of its final evaluations, one shared teacher)."""
+    rows = []
+    for model, method, seeds, distilled, plain, teacher in distilled_pairs(results):
         row = dict(model=model, method=method, seeds=seeds)
         for m in ('map_3d', 'map_bev'):
-            gains = [runs[(model, method)][s][m] - plain[s][m] for s in seeds]
+            gains = [distilled[s][m] - plain[s][m] for s in seeds]
             gap = np.mean([t[m] for t in teacher.values()]) - np.mean([plain[s][m] for s in seeds]) \
                 if teacher else float('nan')
             mean, std, lo, hi = t_interval(gains)
@@ -114,6 +123,29 @@ def paired_stats(results):
                           better=sum(g > 0 for g in gains), closed=mean / gap if gap > 0 else float('nan'))
         rows.append(row)
     return rows
+
+
+def per_class_gains(results, level='moderate'):
+    """Markdown lines of the paired-by-seed gains per class (``level`` AP R40, 3D and BEV): mean and 95% t interval
+    over the seeds a row pairs; 'n/a' where a seed's evaluation lacks the key or one seed is paired."""
+    from report_utils import CLASSES
+    lines = [f'## Paired by seed, per class: {level} AP gain over the plain student', '',
+             'mean [95% t interval over seeds]; 2 x 3 intervals per row and no correction for their number, so one '
+             'interval excluding zero is a lead, not a finding.', '',
+             '| model | KD | seeds | ' + ' | '.join(f'{c} {m}' for c in CLASSES for m in ('3D', 'BEV')) + ' |',
+             '|---|---|---:|' + '---:|' * (2 * len(CLASSES))]
+    for model, method, seeds, distilled, plain, _ in distilled_pairs(results):
+        cells = [model, method, str(len(seeds))]
+        for c in CLASSES:
+            for m in ('3d', 'bev'):
+                ap = f'{c}_{m}/{level}_R40'
+                if len(seeds) < 2 or any(ap not in r['ap'] for s in seeds for r in (distilled[s], plain[s])):
+                    cells.append('n/a')
+                    continue
+                mean, _, lo, hi = t_interval([distilled[s]['ap'][ap] - plain[s]['ap'][ap] for s in seeds])
+                cells.append(f'{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def paired_gains(results):
@@ -204,7 +236,7 @@ def convergence_lines(results):
 
 def write_report(results, out, protocol=None):
     """``out/BENCHMARK.md`` (protocol, teacher curves, mean +- std per row in the paper's Table 1/2 layout, paired
-    gains) and the figures."""
+    gains, per class too) and the figures."""
     from report_utils import CLASSES, LEVELS
     out = Path(out)
     agg = aggregate(results)
@@ -226,7 +258,7 @@ def write_report(results, out, protocol=None):
             cells = ['/'.join(f'{a.get(f"{c}_{metric}/{lv}_R40", (float("nan"),))[0]:.1f}' for lv in LEVELS)
                      for c in CLASSES]
             lines.append(f'| {k[0]} | {k[1]} | ' + ' | '.join(cells) + f' | {a[f"map_{metric}"][0]:.1f} |')
-    lines += ['', *paired_gains(results)]
+    lines += ['', *paired_gains(results), '', *per_class_gains(results)]
     (out / 'BENCHMARK.md').write_text('\n'.join(lines) + '\n')
     plot_map_vs_params(agg, out / 'map_vs_params.png')
     plot_teacher_curves(teacher_curves(results), out / 'teacher_curve.png')

@@ -130,8 +130,8 @@ def per_class_gains(results, level='moderate'):
     over the seeds a row pairs; 'n/a' where a seed's evaluation lacks the key or one seed is paired."""
     from report_utils import CLASSES
     lines = [f'## Paired by seed, per class: {level} AP gain over the plain student', '',
-             'mean [95% t interval over seeds]; 2 x 3 intervals per row and no correction for their number, so one '
-             'interval excluding zero is a lead, not a finding.', '',
+             f'mean [95% t interval over seeds]; {2 * len(CLASSES)} intervals per row and no correction for their '
+             'number, so one interval excluding zero is a lead, not a finding.', '',
              '| model | KD | seeds | ' + ' | '.join(f'{c} {m}' for c in CLASSES for m in ('3D', 'BEV')) + ' |',
              '|---|---|---:|' + '---:|' * (2 * len(CLASSES))]
     for model, method, seeds, distilled, plain, _ in distilled_pairs(results):

@@ -572,6 +572,13 @@ def test_docs_merge_the_runs_output_folders(tmp_path):
     assert 'batch PointPillars 4, PointRCNN 2;' in text
     assert '| headline |' in text and '| pointrcnn |' in text and '| PointRCNN 8x | plain | 1 |' in text
     assert all((docs / 'figures' / f'benchmark_{n}.png').stat().st_size > 0 for n in benchmark_docs.FIGURES)
+    # a run of its own (same RunKeys at another schedule) gets suffixed pages beside, not over, the merged ones
+    benchmark_docs.write_docs([rcnn], docs, suffix='s8')
+    assert '| PointRCNN 8x | plain | 1 |' in (docs / 'BENCHMARK_s8.md').read_text()
+    assert len(load_tool().load_results(docs / 'benchmark_results_s8.json')) == 2
+    assert (docs / 'BENCHMARK.md').read_text() == text and len(load_tool().load_results(
+        docs / 'benchmark_results.json')) == 6
+    assert (docs / 'figures' / 'benchmark_s8_map_vs_params.png').stat().st_size > 0
     clash = folder('clash', 'others', 'PointPillars 4', {('PointPillars 4x', 'plain', 0): (3.5, 4.0)})
     with pytest.raises(ValueError, match=r"PointPillars 4x.*pp.*clash"):
         benchmark_docs.merge_results([pp, clash])

@@ -3,9 +3,12 @@
 Each run of ``tools/benchmark_distill.py`` writes its own ``--out`` folder; this merges several (their
 ``benchmark_results.json`` and ``benchmark_protocol.json``) into one report and copies it where the docs link it:
 ``docs/BENCHMARK.md``, ``docs/benchmark_results.json``, ``docs/figures/benchmark_{map_vs_params,teacher_curve,
-paired_gains}.png``.
+paired_gains}.png``. A run whose RunKeys repeat another's (the same rows at a longer schedule) gets pages of its
+own with ``--suffix``: ``docs/BENCHMARK_<suffix>.md``, ``docs/benchmark_results_<suffix>.json``,
+``docs/figures/benchmark_<suffix>_*.png``.
 
     python tools/benchmark_docs.py output/benchmark output/benchmark_pointrcnn
+    python tools/benchmark_docs.py output/benchmark_s8 --suffix s8
 """
 import argparse
 import json
@@ -55,18 +58,19 @@ def merge_protocols(folders):
     return merged
 
 
-def write_docs(folders, docs):
-    """Write the merged report into ``docs`` (BENCHMARK.md, benchmark_results.json, figures/benchmark_*.png)."""
+def write_docs(folders, docs, suffix=''):
+    """Write the merged report into ``docs`` (BENCHMARK.md, benchmark_results.json, figures/benchmark_*.png; each
+    name with ``_<suffix>`` when one is given)."""
     results, protocol = merge_results(folders), merge_protocols(folders)
-    docs = Path(docs)
+    docs, tail = Path(docs), f'_{suffix}' if suffix else ''
     (docs / 'figures').mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         write_report(results, tmp, protocol)
-        shutil.copy(Path(tmp) / 'BENCHMARK.md', docs / 'BENCHMARK.md')
+        shutil.copy(Path(tmp) / 'BENCHMARK.md', docs / f'BENCHMARK{tail}.md')
         for name in FIGURES:   # a report without teacher curves or pairs draws no such figure
             if (Path(tmp) / f'{name}.png').exists():
-                shutil.copy(Path(tmp) / f'{name}.png', docs / 'figures' / f'benchmark_{name}.png')
-    save_results(results, docs / 'benchmark_results.json')
+                shutil.copy(Path(tmp) / f'{name}.png', docs / 'figures' / f'benchmark{tail}_{name}.png')
+    save_results(results, docs / f'benchmark_results{tail}.json')
     return results
 
 
@@ -74,8 +78,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('folders', nargs='+', help='benchmark_distill.py --out folders')
     parser.add_argument('--docs', default=str(Path(__file__).resolve().parents[1] / 'docs'))
+    parser.add_argument('--suffix', default='', help="pages of a run of their own: BENCHMARK_<suffix>.md, ...")
     args = parser.parse_args(argv)
-    results = write_docs(args.folders, args.docs)
+    if args.suffix and not args.suffix.replace('_', '').isalnum():
+        parser.error(f'--suffix {args.suffix!r}: letters, digits and underscores only (it goes into file names)')
+    results = write_docs(args.folders, args.docs, args.suffix)
     print(f'{len(results)} results from {len(args.folders)} folders -> {args.docs}')
 
 

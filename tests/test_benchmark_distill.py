@@ -521,6 +521,7 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
         assert tool.RunKey('PointPillars teacher', 'teacher', 0, 1) in keys and len(keys) == 4
         first = json.loads((out / 'benchmark_protocol.json').read_text())['runs']['smoke']
         assert first['predicted_s'] > 0 and first['wall_s'] > 0
+        assert first['machines'] == [tool.machine_name()] and ', torch ' in first['machines'][0]
         # --ship_teacher: the trained teacher's weights, no optimizer state, and the printed hash is the file's
         import torch
         shipped = torch.load(tmp_path / 'shipped.pth', map_location='cpu', weights_only=True)

@@ -676,6 +676,16 @@ def methods_run(args):
     return [m for m in args.methods if any(m in STUDENTS[s][2] for s in args.students)]
 
 
+def machine_name():
+    """The CPU model and torch version this process runs on: a retrained teacher differed between two machines'
+    runs of the same command (docs/RESULTS.md), so every start of a run records where it ran."""
+    from importlib.metadata import version
+    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
+                if line.startswith('model name')), None) if Path('/proc/cpuinfo').exists() else None
+    import platform
+    return f'{cpu or platform.processor() or platform.machine()}, torch {version("torch")}'
+
+
 def run_protocol(args):
     """Plan the run, execute its pending stages and write the report; returns ``(results, finals)``: ``{RunKey:
     result}`` of every evaluation in ``args.out`` and ``{(model, method, seed): final checkpoint}`` of this run's
@@ -709,7 +719,8 @@ def run_protocol(args):
                                   methods=methods_run(args) if students else [],
                                   schedule={f: args.schedule[f] for f in families(args)},
                                   device=args.device, jobs=args.jobs, threads=args.threads,
-                                  predicted_s=before.get('predicted_s', predicted), wall_s=wall)
+                                  predicted_s=before.get('predicted_s', predicted), wall_s=wall,
+                                  machines=sorted({*before.get('machines', []), machine_name()}))
     t0 = time.time()
 
     def save_protocol():   # after every stage too: a killed run keeps the wall time it has spent

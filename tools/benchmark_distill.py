@@ -31,12 +31,14 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
@@ -677,12 +679,11 @@ def methods_run(args):
 
 
 def machine_name():
-    """The CPU model and torch version this process runs on: a retrained teacher differed between two machines'
-    runs of the same command (docs/RESULTS.md), so every start of a run records where it ran."""
-    from importlib.metadata import version
-    cpu = next((line.split(':', 1)[1].strip() for line in Path('/proc/cpuinfo').read_text().splitlines()
-                if line.startswith('model name')), None) if Path('/proc/cpuinfo').exists() else None
-    import platform
+    """``'<CPU model>, torch <version>'`` of this process. Each start of a run records it, because a retrained
+    teacher is not the same network on every machine (docs/RESULTS.md)."""
+    cpuinfo = Path('/proc/cpuinfo')
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(':', 1)[1].strip() for line in lines if line.startswith('model name')), '')
     return f'{cpu or platform.processor() or platform.machine()}, torch {version("torch")}'
 
 

@@ -494,6 +494,25 @@ def test_plain_and_distilled_runs_of_a_seed_see_the_same_sample_order(tmp_path, 
     assert pd_order == plain_order
 
 
+def test_data_fingerprint_follows_the_pickles(tmp_path):
+    """The fingerprint a run records per start: equal for equal info and GT-database pickles, changed by one byte
+    of any of them."""
+    tool = load_tool()
+    names = ('kitti_infos_train.pkl', 'kitti_infos_val.pkl', 'kitti_dbinfos_train.pkl')
+    for folder in ('a', 'b'):
+        (tmp_path / folder).mkdir()
+        for i, name in enumerate(names):
+            (tmp_path / folder / name).write_bytes(bytes([i]) * 100)
+    first = tool.data_fingerprint(tmp_path / 'a')
+    assert first == tool.data_fingerprint(tmp_path / 'b') and len(first) == 16
+    for name in names:
+        changed = bytearray((tmp_path / 'a' / name).read_bytes())
+        changed[50] ^= 1
+        (tmp_path / 'b' / name).write_bytes(bytes(changed))
+        assert tool.data_fingerprint(tmp_path / 'b') != first, name
+        (tmp_path / 'b' / name).write_bytes((tmp_path / 'a' / name).read_bytes())
+
+
 # ---- end to end, tiny ---------------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.timeout(900)
@@ -522,6 +541,7 @@ def test_smoke_run_end_to_end_and_resume(tmp_path):
         first = json.loads((out / 'benchmark_protocol.json').read_text())['runs']['smoke']
         assert first['predicted_s'] > 0 and first['wall_s'] > 0
         assert first['machines'] == [tool.machine_name()] and ', torch ' in first['machines'][0]
+        assert first['data_sha256'] == [tool.data_fingerprint(tmp_path / 'data')]
         # --ship_teacher: the trained teacher's weights, no optimizer state, and the printed hash is the file's
         import torch
         shipped = torch.load(tmp_path / 'shipped.pth', map_location='cpu', weights_only=True)

@@ -687,6 +687,17 @@ def machine_name():
     return f'{cpu or platform.processor() or platform.machine()}, torch {version("torch")}'
 
 
+def data_fingerprint(data_path):
+    """First 16 hex digits of a sha256 over the set's info and GT-database pickles (train, val, dbinfos): two
+    folders that give the same fingerprint hold the same frames, labels and sampling database. Each start of a run
+    records it, because a folder regenerated in another session may differ (docs/RESULTS.md)."""
+    import hashlib
+    digest = hashlib.sha256()
+    for name in ('kitti_infos_train.pkl', 'kitti_infos_val.pkl', 'kitti_dbinfos_train.pkl'):
+        digest.update(file_sha256(Path(data_path) / name).encode())
+    return digest.hexdigest()[:16]
+
+
 def run_protocol(args):
     """Plan the run, execute its pending stages and write the report; returns ``(results, finals)``: ``{RunKey:
     result}`` of every evaluation in ``args.out`` and ``{(model, method, seed): final checkpoint}`` of this run's
@@ -714,6 +725,10 @@ def run_protocol(args):
     # a resumed run keeps its first prediction (the whole run's) and adds to its wall time
     name = args.run + (' teachers' if args.teacher_only else '')   # the protocol's record of this run
     before = protocol['runs'].get(name, {})
+    fingerprint = data_fingerprint(args.data_path)
+    if before.get('data_sha256') and fingerprint not in before['data_sha256']:
+        print(f'benchmark: warning: {args.data_path} (fingerprint {fingerprint}) is not the data of this run\'s '
+              f'earlier starts ({", ".join(before["data_sha256"])}): its stages mix two data folders', flush=True)
     wall = before.get('wall_s', 0.0)
     students = [] if args.teacher_only else args.students
     protocol['runs'][name] = dict(students=students, seeds=args.seeds if students else [],
@@ -721,7 +736,8 @@ def run_protocol(args):
                                   schedule={f: args.schedule[f] for f in families(args)},
                                   device=args.device, jobs=args.jobs, threads=args.threads,
                                   predicted_s=before.get('predicted_s', predicted), wall_s=wall,
-                                  machines=sorted({*before.get('machines', []), machine_name()}))
+                                  machines=sorted({*before.get('machines', []), machine_name()}),
+                                  data_sha256=sorted({*before.get('data_sha256', []), fingerprint}))
     t0 = time.time()
 
     def save_protocol():   # after every stage too: a killed run keeps the wall time it has spent

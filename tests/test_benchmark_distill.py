@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
@@ -65,13 +66,15 @@ def test_quick_with_other_students_and_schedule():
     assert tool.run_tag(args, 0, teacher=True) == 'quickstart_e24_seed0'
 
 
-def test_a_given_teacher_replaces_the_teacher_training(tmp_path):
+def test_a_given_teacher_replaces_the_teacher_training(tmp_path, capsys):
     tool = load_tool()
     teacher = tmp_path / 'teacher.pth'
-    teacher.write_bytes(b'not read by the plan')
+    torch.save({'model_state': {}, 'epoch': 12}, teacher)   # the plan reads only its recorded epochs
     sha = hashlib.sha256(teacher.read_bytes()).hexdigest()
     args = tool.parse_args(['--quick', '--seeds', '0', '1', '--methods', 'PointDistiller', '--teacher_ckpt',
                             str(teacher), '--out', str(tmp_path / 'out')])
+    # the teacher's schedule (the protocol's record, the curve's last point) is the file's, not the run's default
+    assert args.given_teachers['PointPillars'].epochs == 12 and args.schedule['PointPillars'] == (12, 8)
     # students distilled from a given file are named by its hash: another file cannot be taken for it
     assert tool.run_tag(args, 1) == f'quickstart_t{sha[:8]}-8_seed1'
     stages = tool.plan(args, {}, tmp_path / 'out', runs_root=tmp_path / 'runs')
@@ -83,6 +86,11 @@ def test_a_given_teacher_replaces_the_teacher_training(tmp_path):
     assert [e for e in evals if 'teacher' in e] == ['eval PointPillars teacher teacher seed 0']   # no curve
     with pytest.raises(SystemExit):   # one teacher cannot serve two detector families
         tool.parse_args(['--quick', '--students', 'PointPillars 4x', 'SECOND 4x', '--teacher_ckpt', str(teacher)])
+    text = tmp_path / 'notes.pth'
+    text.write_text('not a checkpoint\n')
+    with pytest.raises(SystemExit):   # refused by name before anything runs
+        tool.parse_args(['--quick', '--teacher_ckpt', str(text)])
+    assert f'--teacher_ckpt: {text}: is a text file' in capsys.readouterr().err
 
 
 def test_full_defaults():
@@ -253,6 +261,9 @@ def test_convergence_verdict_on_a_constructed_curve():
     results = {key('PointPillars teacher', 'teacher', 0, e): run(a, b) for e, a, b in rising[:3]}
     results[key('PointPillars teacher', 'teacher', 0)] = dict(run(27.5, 34.5), epochs=16)
     assert report.teacher_curves(results) == {('PointPillars teacher', 0): rising}
+    # a given file whose schedule is unknown (epochs 0) is not put first on its curve
+    results[key('PointPillars teacher', 'teacher', 0)] = dict(run(27.5, 34.5), epochs=0)
+    assert report.teacher_curves(results) == {('PointPillars teacher', 0): rising[:3]}
 
 
 def test_results_file_round_trip_and_old_layout(tmp_path):

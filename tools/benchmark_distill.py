@@ -219,6 +219,9 @@ def parse_args(argv=None):
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     args.threads = args.threads or (1 if args.device == 'cpu' else 4)
     args.given_teachers = given_teachers(args, p.error)
+    for family, given in args.given_teachers.items():   # the schedule records the teacher the students distil from
+        if given.epochs:
+            args.schedule[family] = (given.epochs, args.schedule[family][1])
     if args.ship_teacher and (len(families(args)) != 1 or args.given_teachers):
         p.error('--ship_teacher writes the teacher this run trains: one detector family, trained here '
                 f'(--train_teacher; this run: {families(args)}, given {sorted(args.given_teachers)})')
@@ -244,14 +247,27 @@ def given_teachers(args, error):
         if not path.is_file():
             error(f'--teacher_ckpt: {path} is not a file')
         sha = file_sha256(path)   # a shipped teacher's file given by path keeps its schedule
-        epochs = next((s.epochs for s in SHIPPED_TEACHERS.values() if s.sha256 == sha), 0)
-        return {families(args)[0]: GivenTeacher(path, sha, epochs)}
+        epochs = next((s.epochs for s in SHIPPED_TEACHERS.values() if s.sha256 == sha), None)
+        return {families(args)[0]: GivenTeacher(path, sha, checkpoint_epochs(path, error) if epochs is None
+                                                else epochs)}
     given = {}
     for family in [] if args.train_teacher else families(args):
         shipped = SHIPPED_TEACHERS.get((args.tag_prefix, family))
         if shipped and args.teacher_seed == 0 and args.schedule[family][0] == shipped.epochs:
             given[family] = GivenTeacher(checked_file(shipped.path, shipped.sha256), shipped.sha256, shipped.epochs)
     return given
+
+
+def checkpoint_epochs(path, error):
+    """Completed epochs a teacher checkpoint records (its ``epoch`` key; 0 where it records none), so that its final
+    evaluation takes its place at the end of the teacher's curve. An unreadable file is refused by name."""
+    from pcdet.utils.checkpoint_utils import CheckpointError, load_checkpoint
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        error(f'--teacher_ckpt: {err}')
+    epoch = ckpt.get('epoch') if isinstance(ckpt, dict) else None
+    return int(epoch) if epoch is not None else 0
 
 
 def checked_file(path, expected_sha256):

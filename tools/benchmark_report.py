@@ -54,7 +54,7 @@ def teacher_curves(results):
     """``{(teacher model, seed): [(epoch, map_3d, map_bev), ...]}`` from the teachers' evaluations."""
     curves = {}
     for key, r in results.items():
-        if key.method == 'teacher' and (key.epoch is not None or 'epochs' in r):
+        if key.method == 'teacher' and (key.epoch is not None or r.get('epochs')):   # 0: a file's unknown schedule
             curves.setdefault((key.model, key.seed), []).append((key.epoch or r['epochs'], r['map_3d'], r['map_bev']))
     return {k: sorted(v) for k, v in curves.items()}
 

@@ -266,6 +266,19 @@ def test_convergence_verdict_on_a_constructed_curve():
     assert report.teacher_curves(results) == {('PointPillars teacher', 0): rising[:3]}
 
 
+def test_protocol_warns_when_a_run_spans_machines():
+    run_record = dict(students=['PointPillars 4x'], seeds=[0], methods=['PointDistiller'], schedule={'PointPillars':
+                      [40, 8]}, device='cpu', jobs=2, predicted_s=60.0, wall_s=120.0, machines=['AMD EPYC, torch 2'])
+    protocol = dict(data=dict(num_train=8, num_val=4, data_path='d'), teacher_seed=0, runs={'headline': run_record},
+                    val_counts={'Car': [1, 2, 3, 2]})
+    assert not [line for line in report.protocol_lines(protocol) if 'Warning' in line]
+    run_record['machines'].append('Intel Xeon, torch 2')   # a resume on another processor
+    warning, = [line for line in report.protocol_lines(protocol) if 'Warning' in line]
+    assert 'run headline ran on 2 machines (AMD EPYC, torch 2; Intel Xeon, torch 2)' in warning
+    del run_record['machines']   # a record older than the field: no warning
+    assert not [line for line in report.protocol_lines(protocol) if 'Warning' in line]
+
+
 def test_results_file_round_trip_and_old_layout(tmp_path):
     tool = load_tool()
     results = {tool.RunKey('PointPillars 4x', 'plain', 2): run(4.0, 8.0),

@@ -196,7 +196,8 @@ def val_instance_counts(data_path, point_cloud_range):
 
 
 def protocol_lines(protocol):
-    """Markdown: data, runs (schedules, seeds, wall time) and the validation instance counts."""
+    """Markdown: data, runs (schedules, seeds, wall time; a warning for a run whose starts ran on more than one
+    machine) and the validation instance counts."""
     if not protocol:
         return []
     d = protocol['data']
@@ -212,6 +213,12 @@ def protocol_lines(protocol):
         lines.append(f'| {name} | {", ".join(r["students"])} | {" ".join(map(str, r["seeds"]))} | '
                      f'{", ".join(r["methods"])} | {epochs} | {r["device"]} x {r["jobs"]} | '
                      f'{r.get("predicted_s", float("nan")) / 60:.0f} | {r.get("wall_s", 0) / 60:.0f} |')
+    for name, r in protocol['runs'].items():
+        if len(r.get('machines', [])) > 1:
+            lines += ['', f'**Warning:** the starts of run {name} ran on {len(r["machines"])} machines '
+                      f'({"; ".join(r["machines"])}). Training is deterministic per processor only, so a seed whose '
+                      'plain and distilled students trained on different machines is not a paired comparison '
+                      '(docs/RESULTS_PROTOCOL.md, "One machine per comparison").']
     lines += ['', 'Validation instances the metric counts (cumulative: moderate includes easy):', '',
               '| class | easy | moderate | hard | moderate inside the range |', '|---|---:|---:|---:|---:|']
     lines += [f'| {c} | ' + ' | '.join(map(str, n)) + ' |' for c, n in protocol['val_counts'].items()]

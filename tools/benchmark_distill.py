@@ -233,7 +233,7 @@ class GivenTeacher(NamedTuple):
     """A trained teacher file the run's students of one family distil from (``--teacher_ckpt`` or shipped)."""
     path: Path
     sha256: str
-    epochs: int   # its schedule where known (a shipped teacher), else 0
+    epochs: int   # its schedule: a shipped teacher's, else the file's recorded epoch (0 where it records none)
 
 
 def given_teachers(args, error):

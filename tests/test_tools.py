@@ -390,6 +390,23 @@ def test_train_model_checkpoints_pruning_and_mid_epoch_resume(tmp_path):
     assert checkpoint_utils.load_checkpoint(tmp_path / 'ckpt2' / 'checkpoint_epoch_2.pth')['it'] == 6
 
 
+def test_latest_model_is_written_when_epochs_are_shorter_than_the_interval(tmp_path):
+    """The latest_model clock runs across epochs: 3 epochs of about 0.24 s with a 0.4 s interval still write it
+    (a per-epoch clock never fires, and a stopped run loses every epoch since its last checkpoint_epoch_N)."""
+    from train_utils.train_utils import train_model
+    model, opt, sched, loader, model_func, calls, cfg = _loop_setup(tmp_path)
+
+    def slow_model_func(m, batch):
+        time.sleep(0.08)
+        return model_func(m, batch)
+    train_model(model, opt, loader, slow_model_func, sched, cfg, start_epoch=0, total_epochs=3, start_iter=0,
+                rank=0, tb_log=None, ckpt_save_dir=tmp_path / 'ckpt', ckpt_save_interval=100,
+                ckpt_save_time_interval=0.4)
+    assert sorted(p.name for p in (tmp_path / 'ckpt').glob('*.pth')) == ['latest_model.pth']
+    latest = checkpoint_utils.load_checkpoint(tmp_path / 'ckpt' / 'latest_model.pth')
+    assert latest['epoch'] >= 1 and 4 <= latest['it'] <= 9
+
+
 def test_non_finite_step_is_skipped_with_buffers_restored_and_counted():
     from easydict import EasyDict
     from train_utils.train_utils import NonFiniteGuard, NonFiniteTrainingError, make_amp, train_step

@@ -5,7 +5,7 @@ Per iteration: schedule step (global iteration) -> ``model.train()`` -> ``zero_g
 unscale -> ``clip_grad_norm_(GRAD_NORM_CLIP)`` -> non-finite check -> step. Rank 0 logs to tensorboard
 (``train/loss``, ``meta_data/learning_rate``, ``train/<tb_dict key>``), shows tqdm with ETA and loss, and writes
 checkpoints: ``checkpoint_epoch_<N>.pth`` every ``ckpt_save_interval`` epochs (pruned to ``max_ckpt_save_num``)
-and ``latest_model.pth`` every ``ckpt_save_time_interval`` seconds within an epoch.
+and ``latest_model.pth`` every ``ckpt_save_time_interval`` seconds of training (the clock runs across epochs).
 
 Non-finite guard: a step whose loss or gradient norm is NaN / inf (decided identically on every rank) is skipped:
 no optimiser step, and the buffers the forward changed (BatchNorm running statistics) are restored. After
@@ -204,24 +204,28 @@ class IterationLog:
 
 
 class LatestModelSaver:
-    """Writes ``latest_model.pth`` every ``interval`` seconds within an epoch (0: every iteration; None or < 0:
-    never); ``epoch`` in it is the unfinished 0-based epoch, so a resume restarts it at ``it``."""
+    """Writes ``latest_model.pth`` every ``interval`` seconds of training (0: every iteration; None or < 0:
+    never); ``epoch`` in it is the unfinished 0-based epoch, so a resume restarts it at ``it``.
+
+    One saver lives for the whole run and its clock runs across epochs: a per-epoch clock (OpenPCDet's) never
+    fires when an epoch is shorter than the interval, and a stopped run then loses every epoch since its last
+    ``checkpoint_epoch_N``."""
 
     def __init__(self, ckpt_save_dir, interval, batch_size, logger):
         self.path = None if ckpt_save_dir is None else os.path.join(str(ckpt_save_dir), 'latest_model')
         self.interval, self.batch_size, self.logger = interval, batch_size, logger
-        self.start, self.saved = time.time(), 0
+        self.last_save = time.monotonic()
 
     def maybe_save(self, model, optimizer, cur_epoch, accumulated_iter):
         if self.path is None or self.interval is None or self.interval < 0:
             return
-        if self.interval > 0 and (time.time() - self.start) // self.interval < self.saved + 1:
+        if time.monotonic() - self.last_save < self.interval:
             return
         checkpoint_utils.save_checkpoint(checkpoint_utils.checkpoint_state(
             model, optimizer, cur_epoch, accumulated_iter, batch_size=self.batch_size), filename=self.path)
         if self.logger is not None:
             self.logger.info('Save latest model to %s.pth (epoch %d, it %d)', self.path, cur_epoch, accumulated_iter)
-        self.saved += 1
+        self.last_save = time.monotonic()
 
 
 def train_one_epoch(model, optimizer, train_loader, model_func, lr_scheduler, accumulated_iter, optim_cfg,
@@ -290,6 +294,8 @@ def train_model(model, optimizer, train_loader, model_func, lr_scheduler, optim_
         if total_it_each_epoch < 1:
             raise ValueError('the training dataloader is empty (check DATA_SPLIT / INFO_PATH and --batch_size)')
         dataloader_iter = None
+        latest_saver = LatestModelSaver(ckpt_save_dir, ckpt_save_time_interval, total_batch, logger) \
+            if rank == 0 else None
         for cur_epoch in tbar:
             if train_sampler is not None and hasattr(train_sampler, 'set_epoch'):
                 train_sampler.set_epoch(cur_epoch)
@@ -299,12 +305,11 @@ def train_model(model, optimizer, train_loader, model_func, lr_scheduler, optim_
                 cur_scheduler = lr_warmup_scheduler
             else:
                 cur_scheduler = lr_scheduler
-            iteration_log = latest_saver = None
+            iteration_log = None
             if rank == 0:
                 iteration_log = IterationLog(
                     tbar, total_it_each_epoch, accumulated_iter % total_it_each_epoch, tb_log, use_logger_to_record,
                     logger, logger_iter_interval, cur_epoch, total_epochs, leave_pbar=(cur_epoch + 1 == total_epochs))
-                latest_saver = LatestModelSaver(ckpt_save_dir, ckpt_save_time_interval, total_batch, logger)
             accumulated_iter, dataloader_iter = train_one_epoch(
                 model, optimizer, train_loader, model_func, lr_scheduler=cur_scheduler,
                 accumulated_iter=accumulated_iter, optim_cfg=optim_cfg, total_it_each_epoch=total_it_each_epoch,
